@@ -1,0 +1,36 @@
+//! sessiongate: a reverse proxy that owns HTTP sessions, so that the web
+//! applications behind it don't have to.
+//!
+//! # A tour
+//!
+//! A request's path through the code:
+//!
+//! - [`server`] accepts the connection and hands each request to the
+//!   [`proxy::Gateway`], which runs it through named phases (see [`proxy`]):
+//! - [`session::cookie`] finds and verifies the signed session cookie; a bad
+//!   one costs nothing more.
+//! - [`session::Sessions::resolve`] loads the session from the
+//!   [`session::store`] (Redis or memory) in one round trip.
+//! - [`proxy::headers`] gives the backend `X-Session*` and `X-Forwarded-*`
+//!   headers; [`proxy::upstream`] picks a server round-robin and forwards.
+//! - [`session::codec`] reads the backend's `X-Session-Update` headers, and
+//!   [`session::Sessions::commit`] stores the change before the response
+//!   goes on to the client.
+//!
+//! Around it: [`config`] reads and validates the TOML file, [`error`] maps
+//! failures to 502/503 in one place, and [`demo`] is the newcomer's first run.
+//! `main.rs` is only the command line, logging and signals.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::Server;
+pub use session::cookie::keygen;

@@ -1,0 +1,112 @@
+//! The `sessiongate` binary: command line, logging, runtime and signals.
+//! Everything else is the library.
+
+mod cli;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sessiongate::{Config, Server};
+use tracing::warn;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check => check(&cli.config),
+        Command::Keygen => {
+            println!("{}", sessiongate::keygen());
+            Ok(())
+        }
+        Command::Demo { listen } => demo(listen),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sessiongate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `SESSIONGATE_LOG` (or `RUST_LOG`) filters them.
+fn init_logging() {
+    let filter = std::env::var("SESSIONGATE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    println!("{}: OK", path.display());
+    print!("{}", config.describe());
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
+    Ok(())
+}
+
+fn run(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
+    runtime()?.block_on(async {
+        let server = Server::bind(&config).await?;
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn demo(listen: std::net::SocketAddr) -> Result<()> {
+    runtime()?.block_on(async {
+        let demo = sessiongate::demo::start(listen).await?;
+        let url = format!("http://{}/", demo.server.local_addr());
+        println!("sessiongate demo: open {url}");
+        for (name, addr) in &demo.backends {
+            println!("  backend {name} on {addr}");
+        }
+        println!("  sessions in memory; press Ctrl-C to stop");
+        demo.server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,198 @@
+//! Header rules of the pipeline: the session header names and their prefix
+//! (SPEC §4), hop-by-hop fields (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The session headers for a configured prefix, named once at start.
+#[derive(Debug, Clone)]
+pub struct SessionHeaders {
+    /// The prefix in lower case, as `HeaderName`s are stored.
+    prefix: String,
+    /// `X-Session-Id`
+    pub id: HeaderName,
+    /// `X-Session-Status`
+    pub status: HeaderName,
+    /// `X-Session`
+    pub session: HeaderName,
+    /// `X-Session-Update`
+    pub update: HeaderName,
+    /// `X-Session-Action`
+    pub action: HeaderName,
+}
+
+impl SessionHeaders {
+    /// Names the headers for a prefix such as `X-Session`.
+    pub fn new(prefix: &str) -> SessionHeaders {
+        let name = |suffix: &str| {
+            HeaderName::try_from(format!("{prefix}{suffix}"))
+                .expect("the prefix is a validated token")
+        };
+        SessionHeaders {
+            prefix: prefix.to_ascii_lowercase(),
+            id: name("-Id"),
+            status: name("-Status"),
+            session: name(""),
+            update: name("-Update"),
+            action: name("-Action"),
+        }
+    }
+
+    /// Removes every header whose name starts with the prefix, whatever its
+    /// case (names are case-insensitive, RFC 9110 §5.1).
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let prefixed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(&self.prefix))
+            .cloned()
+            .collect();
+        for name in prefixed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Fields that describe one connection and never travel on (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop fields, including every field the `Connection`
+/// header names (RFC 9110 §7.6.1). `Upgrade` is kept, with `Connection:
+/// upgrade`, when `keep_upgrade` is set: a protocol switch is forwarded as
+/// such (RFC 9110 §7.8).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = headers.remove(header::UPGRADE);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let (true, Some(upgrade)) = (keep_upgrade, upgrade) {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// True when a request asks to switch protocols (RFC 9110 §7.8).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Appends the client's address to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`).
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
+    let earlier: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let mut chain = Vec::with_capacity(64);
+    for hop in earlier {
+        chain.extend_from_slice(hop);
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(client.to_string().as_bytes());
+    let chain = HeaderValue::from_bytes(&chain).expect("joined from header values and an address");
+    headers.insert(X_FORWARDED_FOR.clone(), chain);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn strip_removes_every_prefixed_header_in_any_case() {
+        let names = SessionHeaders::new("X-Session");
+        let mut headers = map(&[
+            ("x-session", "{}"),
+            ("X-SESSION-ID", "a"),
+            ("x-Session-Whatever", "b"),
+            ("x-other", "c"),
+        ]);
+        names.strip(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-other"));
+    }
+
+    #[test]
+    fn connection_named_fields_and_hop_by_hop_fields_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_header() {
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&headers));
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert_eq!(headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client_address() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        set_forwarded(
+            &mut headers,
+            "127.0.0.1".parse().unwrap(),
+            Some(HeaderValue::from_static("example.com")),
+        );
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "203.0.113.7, 10.0.0.1, 127.0.0.1"
+        );
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+    }
+}

@@ -1,0 +1,186 @@
+//! The request pipeline. A request runs through named phases:
+//!
+//! 1. [`Gateway::request_filter`]: strip client headers with the session
+//!    prefix; take the session cookie out and verify it (no store call).
+//! 2. load: [`Sessions::resolve`], one store round trip for a verified sid.
+//! 3. [`Gateway::upstream_request`]: hop-by-hop fields out, `X-Forwarded-*`
+//!    and the session headers in.
+//! 4. forward: [`Upstreams::forward`], round-robin, retried on connect failure.
+//! 5. [`Gateway::response_filter`]: read the backend's updates and action,
+//!    strip every prefixed and hop-by-hop header.
+//! 6. commit: [`Sessions::commit`] stores the change before the response
+//!    goes on, then [`Gateway::finish`] sets or expires the cookie.
+
+pub mod body;
+pub mod headers;
+pub mod upstream;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HOST, SET_COOKIE};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use self::body::ProxyBody;
+use self::headers::SessionHeaders;
+use self::upstream::{Outbound, Upstreams};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::session::codec::UpdateError;
+use crate::session::cookie::{CookieCodec, Sid};
+use crate::session::store::{SessionPolicy, Store, StoreError};
+use crate::session::{CookieChange, Instructions, Resolved, Sessions};
+
+/// Everything a request needs, built once from the configuration.
+pub struct Gateway {
+    sessions: Sessions,
+    names: SessionHeaders,
+    upstreams: Upstreams,
+    retry_after: HeaderValue,
+}
+
+impl Gateway {
+    /// Builds the pipeline: cookie codec, store, header names, upstream pool.
+    pub fn new(config: &Config) -> Result<Gateway, StoreError> {
+        let policy = SessionPolicy {
+            idle: config.session.idle_timeout.0,
+            absolute: config.session.absolute_timeout.0,
+            max_bytes: config.session.max_bytes,
+        };
+        let store = Store::open(&config.store, policy)?;
+        let sessions = Sessions::new(
+            CookieCodec::new(&config.cookie),
+            store,
+            policy,
+            config.store.on_error,
+        );
+        Ok(Gateway {
+            sessions,
+            names: SessionHeaders::new(&config.session.header_prefix),
+            upstreams: Upstreams::new(&config.upstreams),
+            retry_after: HeaderValue::from(config.store.retry_after.0.as_secs().max(1)),
+        })
+    }
+
+    /// The session machinery (to check the store at start).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Proxies one request; every failure becomes a short error response.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        match self.proxy(request, client).await {
+            Ok(response) => response,
+            Err(error) => {
+                warn!(origin = error.origin(), %error, "request failed");
+                error.to_response(&self.retry_after)
+            }
+        }
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let presented = self.request_filter(&mut parts.headers);
+        let mut session = self.sessions.resolve(presented).await?;
+        let host = parts.headers.get(HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        let headers = self.upstream_request(parts.headers, &mut session, client, host);
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let outbound = Outbound {
+            method: parts.method,
+            path,
+            headers,
+            body,
+        };
+        let response = self.upstreams.forward(outbound).await?;
+        let (mut parts, body) = response.into_parts();
+        let instructions = self.response_filter(&mut parts.headers);
+        let cookie = self.sessions.commit(&session, instructions).await?;
+        self.finish(&mut parts.headers, cookie);
+        debug!(status = %parts.status, session = ?session.status, "proxied");
+        Ok(Response::from_parts(parts, Either::Left(body)))
+    }
+
+    /// Phase 1: no client header with the session prefix survives, and the
+    /// session cookie leaves the `Cookie` header. Returns the verified sid.
+    pub fn request_filter(&self, headers: &mut HeaderMap) -> Option<Sid> {
+        self.names.strip(headers);
+        self.sessions.cookie.take_from(headers).sid()
+    }
+
+    /// Phase 3: the headers the backend receives.
+    pub fn upstream_request(
+        &self,
+        mut headers: HeaderMap,
+        session: &mut Resolved,
+        client: SocketAddr,
+        host: Option<HeaderValue>,
+    ) -> HeaderMap {
+        headers::remove_hop_by_hop(&mut headers, false);
+        headers::set_forwarded(&mut headers, client.ip(), host.clone());
+        if let (false, Some(host)) = (headers.contains_key(HOST), host) {
+            // An HTTP/2 client names the host in :authority; HTTP/1.1 needs Host.
+            headers.insert(HOST, host);
+        }
+        let names = &self.names;
+        let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
+        headers.insert(names.id.clone(), sid);
+        headers.insert(names.status.clone(), session.status.header_value());
+        // The text moves into the header; the rest of the request needs only sid and status.
+        let json = Bytes::from(std::mem::take(&mut session.json));
+        let json = HeaderValue::from_maybe_shared(json).expect("stores yield printable ASCII");
+        headers.insert(names.session.clone(), json);
+        headers
+    }
+
+    /// Phase 5: what the backend asks of the session; then no header with
+    /// the prefix, and no hop-by-hop field, goes on to the client.
+    pub fn response_filter(&self, headers: &mut HeaderMap) -> Result<Instructions, UpdateError> {
+        let names = &self.names;
+        let instructions = Instructions::parse(
+            headers
+                .get_all(&names.update)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            headers
+                .get_all(&names.action)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
+        names.strip(headers);
+        headers::remove_hop_by_hop(headers, false);
+        instructions
+    }
+
+    /// Phase 6, last step: the cookie the client gets.
+    pub fn finish(&self, headers: &mut HeaderMap, cookie: CookieChange) {
+        let codec = &self.sessions.cookie;
+        match cookie {
+            CookieChange::Keep => {}
+            CookieChange::Set(sid) => {
+                headers.append(SET_COOKIE, codec.set_cookie(&sid));
+            }
+            CookieChange::Expire => {
+                headers.append(SET_COOKIE, codec.expire_cookie());
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Sessions (SPEC §3-§6): what a request's cookie resolves to, and what a
+//! backend's response does to the session: updates, `rotate`, `destroy`.
+//!
+//! [`Sessions::resolve`] is the load phase of a request, [`Sessions::commit`]
+//! the store phase of its response. Neither touches HTTP; the proxy moves
+//! their results into headers.
+
+pub mod codec;
+pub mod cookie;
+pub mod store;
+
+use std::collections::BTreeMap;
+
+use http::HeaderValue;
+use tracing::warn;
+
+use self::codec::{Changes, UpdateError, session_size};
+use self::cookie::{CookieCodec, Sid};
+use self::store::{SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
+use crate::config::OnError;
+
+/// What the backend is told about the session (`X-Session-Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// No stored session.
+    New,
+    /// A stored session, loaded.
+    Active,
+    /// The store is down and `on_error = "fail_open"`.
+    Unavailable,
+}
+
+impl Status {
+    /// The header value.
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Status::New => "new",
+            Status::Active => "active",
+            Status::Unavailable => "unavailable",
+        })
+    }
+}
+
+/// The session a request runs with.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Its sid; for a new visitor a fresh one, theirs if the backend stores anything.
+    pub sid: Sid,
+    /// Whether it was found.
+    pub status: Status,
+    /// The `X-Session` text: compact ASCII JSON.
+    pub json: String,
+}
+
+impl Resolved {
+    fn without_session(sid: Sid, status: Status) -> Resolved {
+        Resolved {
+            sid,
+            status,
+            json: "{}".to_string(),
+        }
+    }
+}
+
+/// `X-Session-Action`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A new sid for the same data; the old sid stops working.
+    Rotate,
+    /// The session ends and its cookie is expired.
+    Destroy,
+}
+
+/// What a backend's response asks of the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Instructions {
+    /// The merged `X-Session-Update` values.
+    pub changes: Changes,
+    /// The `X-Session-Action`, if any (`destroy` wins over `rotate`).
+    pub action: Option<Action>,
+}
+
+impl Instructions {
+    /// Reads a response's update and action header values, in order.
+    pub fn parse<'a>(
+        updates: impl IntoIterator<Item = &'a [u8]>,
+        actions: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Instructions, UpdateError> {
+        let changes = codec::parse_updates(updates)?;
+        let mut action = None;
+        for value in actions {
+            let text = String::from_utf8_lossy(value);
+            match text.trim().to_ascii_lowercase().as_str() {
+                "rotate" => action = action.or(Some(Action::Rotate)),
+                "destroy" => action = Some(Action::Destroy),
+                _ => return Err(UpdateError::UnknownAction(text.into_owned())),
+            }
+        }
+        Ok(Instructions { changes, action })
+    }
+
+    /// True when the response asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.action.is_none()
+    }
+}
+
+/// What the client's cookie must become after a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieChange {
+    /// Nothing to send.
+    Keep,
+    /// Send a cookie for this (new) sid.
+    Set(Sid),
+    /// Expire the cookie.
+    Expire,
+}
+
+/// The session machinery: cookie codec, store and the policies.
+pub struct Sessions {
+    /// Signs and verifies cookies.
+    pub cookie: CookieCodec,
+    store: Store,
+    policy: SessionPolicy,
+    on_error: OnError,
+}
+
+impl Sessions {
+    /// Assembles the session machinery.
+    pub fn new(
+        cookie: CookieCodec,
+        store: Store,
+        policy: SessionPolicy,
+        on_error: OnError,
+    ) -> Sessions {
+        Sessions {
+            cookie,
+            store,
+            policy,
+            on_error,
+        }
+    }
+
+    /// The store (to check it at start).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The load phase: the session of a verified sid, or a new one. Costs
+    /// one store round trip when there is a verified sid, none otherwise.
+    /// `Err` only under `fail_closed`.
+    pub async fn resolve(&self, presented: Option<Sid>) -> Result<Resolved, StoreError> {
+        let Some(sid) = presented else {
+            return Ok(Resolved::without_session(Sid::generate(), Status::New));
+        };
+        match self.store.load(&sid).await {
+            Ok(Some(json)) => Ok(Resolved {
+                sid,
+                status: Status::Active,
+                json,
+            }),
+            // Expired or unknown: a new session, never under the presented sid.
+            Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
+            Err(error) if self.on_error == OnError::FailOpen => {
+                warn!(%error, "session store unavailable; forwarding without the session (fail_open)");
+                Ok(Resolved::without_session(sid, Status::Unavailable))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The store phase: applies a response's instructions to the session and
+    /// says what the client's cookie becomes. A bad update is logged and
+    /// changes nothing. `Err` only under `fail_closed`.
+    pub async fn commit(
+        &self,
+        session: &Resolved,
+        instructions: Result<Instructions, UpdateError>,
+    ) -> Result<CookieChange, StoreError> {
+        let instructions = match instructions {
+            Ok(instructions) if instructions.is_empty() => return Ok(CookieChange::Keep),
+            Ok(instructions) => instructions,
+            Err(error) => {
+                warn!(%error, "session update rejected; nothing applied");
+                return Ok(CookieChange::Keep);
+            }
+        };
+        let destroy = instructions.action == Some(Action::Destroy);
+        if session.status == Status::Unavailable {
+            warn!("session store unavailable; session update dropped (fail_open)");
+            return Ok(if destroy {
+                CookieChange::Expire
+            } else {
+                CookieChange::Keep
+            });
+        }
+        match self.apply(session, instructions).await {
+            Err(error) if self.on_error == OnError::FailOpen => {
+                warn!(%error, "session store unavailable; session update dropped (fail_open)");
+                Ok(if destroy {
+                    CookieChange::Expire
+                } else {
+                    CookieChange::Keep
+                })
+            }
+            result => result,
+        }
+    }
+
+    async fn apply(
+        &self,
+        session: &Resolved,
+        instructions: Instructions,
+    ) -> Result<CookieChange, StoreError> {
+        let Instructions { changes, action } = instructions;
+        let active = session.status == Status::Active;
+        match action {
+            Some(Action::Destroy) => {
+                if active {
+                    self.store.destroy(&session.sid).await?;
+                }
+                Ok(CookieChange::Expire)
+            }
+            Some(Action::Rotate) if active => self.rotate(&session.sid, &changes).await,
+            // A rotated session never keeps a sid that the backend has seen.
+            Some(Action::Rotate) => self.create(Sid::generate(), &changes).await,
+            None if active => {
+                match self
+                    .store
+                    .save(&session.sid, SaveMode::Update, &changes)
+                    .await?
+                {
+                    Saved::Stored => {}
+                    Saved::Gone => {
+                        warn!("session ended before its update was stored; update dropped")
+                    }
+                    Saved::TooLarge { size } => warn!(
+                        error = %UpdateError::TooLarge { size, max: self.policy.max_bytes },
+                        "session update rejected; nothing applied"
+                    ),
+                    Saved::Exists => {
+                        return Err(StoreError::Protocol("update answered exists".into()));
+                    }
+                }
+                Ok(CookieChange::Keep)
+            }
+            None => self.create(session.sid.clone(), &changes).await,
+        }
+    }
+
+    /// Lazy creation: a session comes to exist only when something is set.
+    async fn create(&self, sid: Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+        if !changes.sets_anything() {
+            return Ok(CookieChange::Keep);
+        }
+        let mut fields = BTreeMap::new();
+        changes.apply_to(&mut fields);
+        if let Err(error) = self.check_size(&fields) {
+            warn!(%error, "session update rejected; nothing applied");
+            return Ok(CookieChange::Keep);
+        }
+        self.store_new(sid, changes, None).await
+    }
+
+    /// Moves the session to a fresh sid: the old one is taken out of the
+    /// store first (dead from then on), then its data, with this response's
+    /// changes, is stored under the new sid with its original creation time.
+    async fn rotate(&self, old: &Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+        let Some(taken) = self.store.take(old).await? else {
+            // The session ended meanwhile: only this response's changes remain.
+            return self.create(Sid::generate(), changes).await;
+        };
+        let mut fields = taken.fields.clone();
+        changes.apply_to(&mut fields);
+        if let Err(error) = self.check_size(&fields) {
+            warn!(%error, "session update rejected; the session is rotated without it");
+            fields = taken.fields;
+        }
+        self.store_new(
+            Sid::generate(),
+            &Changes::set_all(fields),
+            Some(taken.created_ms),
+        )
+        .await
+    }
+
+    async fn store_new(
+        &self,
+        sid: Sid,
+        changes: &Changes,
+        created_ms: Option<u64>,
+    ) -> Result<CookieChange, StoreError> {
+        match self
+            .store
+            .save(&sid, SaveMode::Create { created_ms }, changes)
+            .await?
+        {
+            Saved::Stored => Ok(CookieChange::Set(sid)),
+            // A rotated session already past its absolute deadline.
+            Saved::Gone => Ok(CookieChange::Expire),
+            Saved::Exists => Err(StoreError::Protocol("a fresh sid already exists".into())),
+            Saved::TooLarge { .. } => Err(StoreError::Protocol("create answered too_large".into())),
+        }
+    }
+
+    fn check_size(&self, fields: &BTreeMap<String, String>) -> Result<(), UpdateError> {
+        let size = session_size(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        match size > self.policy.max_bytes {
+            true => Err(UpdateError::TooLarge {
+                size,
+                max: self.policy.max_bytes,
+            }),
+            false => Ok(()),
+        }
+    }
+}

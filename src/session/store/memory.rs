@@ -1,0 +1,153 @@
+//! The in-process memory store: the same semantics as Redis (expiry, atomic
+//! updates, no resurrection) for one sessiongate process, as in `demo`.
+//! Sessions live in one map behind a mutex that no `await` ever holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession, now_ms};
+use crate::session::codec::{Changes, encode_session, session_size};
+use crate::session::cookie::Sid;
+
+/// Expired sessions are swept out once per this many writes.
+const SWEEP_EVERY: u64 = 1024;
+
+/// Sessions in this process's memory.
+pub struct MemoryStore {
+    policy: SessionPolicy,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<Sid, Entry>,
+    writes: u64,
+}
+
+struct Entry {
+    fields: BTreeMap<String, String>,
+    created_ms: u64,
+    expires_ms: u64,
+}
+
+impl State {
+    /// The live entry for a sid; an expired one is removed on the way.
+    fn live(&mut self, sid: &Sid, now: u64) -> Option<&mut Entry> {
+        if self.sessions.get(sid).is_some_and(|e| e.expires_ms <= now) {
+            self.sessions.remove(sid);
+        }
+        self.sessions.get_mut(sid)
+    }
+
+    fn count_write(&mut self, now: u64) {
+        self.writes += 1;
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
+            self.sessions.retain(|_, e| e.expires_ms > now);
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(policy: SessionPolicy) -> MemoryStore {
+        MemoryStore {
+            policy,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave an entry half-written: every change
+        // below is a single map operation.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The number of live sessions (for tests and the demo).
+    pub fn len(&self) -> usize {
+        let now = now_ms();
+        self.lock()
+            .sessions
+            .values()
+            .filter(|e| e.expires_ms > now)
+            .count()
+    }
+
+    /// True when no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let Some(entry) = state.live(sid, now) else {
+            return Ok(None);
+        };
+        let Some(ttl) = self.policy.ttl_ms(entry.created_ms, now) else {
+            state.sessions.remove(sid);
+            return Ok(None);
+        };
+        entry.expires_ms = now + ttl;
+        Ok(Some(encode_session(
+            entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )))
+    }
+
+    async fn save(
+        &self,
+        sid: &Sid,
+        mode: SaveMode,
+        changes: &Changes,
+    ) -> Result<Saved, StoreError> {
+        let now = now_ms();
+        let mut state = self.lock();
+        state.count_write(now);
+        let exists = state.live(sid, now).is_some();
+        let (created_ms, mut fields) = match mode {
+            SaveMode::Create { .. } if exists => return Ok(Saved::Exists),
+            SaveMode::Update if !exists => return Ok(Saved::Gone),
+            SaveMode::Create { created_ms } => (created_ms.unwrap_or(now), BTreeMap::new()),
+            SaveMode::Update => {
+                let entry = &state.sessions[sid];
+                (entry.created_ms, entry.fields.clone())
+            }
+        };
+        changes.apply_to(&mut fields);
+        if mode == SaveMode::Update {
+            let size = session_size(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if size > self.policy.max_bytes {
+                return Ok(Saved::TooLarge { size });
+            }
+        }
+        let Some(ttl) = self.policy.ttl_ms(created_ms, now) else {
+            state.sessions.remove(sid);
+            return Ok(Saved::Gone);
+        };
+        let entry = Entry {
+            fields,
+            created_ms,
+            expires_ms: now + ttl,
+        };
+        state.sessions.insert(sid.clone(), entry);
+        Ok(Saved::Stored)
+    }
+
+    async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
+        let now = now_ms();
+        let mut state = self.lock();
+        state.live(sid, now);
+        Ok(state.sessions.remove(sid).map(|e| TakenSession {
+            fields: e.fields,
+            created_ms: e.created_ms,
+        }))
+    }
+
+    async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
+        self.lock().sessions.remove(sid);
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Session storage (SPEC §5, §6): the four operations sessiongate needs, the
+//! TTL policy they share, their two implementations (Redis and memory), and
+//! the one deadline every store call runs under.
+//!
+//! Every operation touches one session, so one key: that keeps Redis Cluster
+//! and Sentinel open without a redesign.
+
+mod memory;
+mod redis;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+use super::codec::Changes;
+use super::cookie::Sid;
+use crate::config::{StoreConfig, StoreKind};
+
+/// How long sessions live and how large they may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    /// Sliding expiry: every use pushes it forward.
+    pub idle: Duration,
+    /// Hard cap from creation, never extended.
+    pub absolute: Duration,
+    /// The largest session, in bytes of its `X-Session` text.
+    pub max_bytes: usize,
+}
+
+impl SessionPolicy {
+    /// The time to live of a session created at `created_ms`, seen at
+    /// `now_ms` (both ms since the epoch): `idle` from now, never past the
+    /// absolute deadline. `None` once that deadline has passed.
+    pub fn ttl_ms(&self, created_ms: u64, now_ms: u64) -> Option<u64> {
+        let deadline = created_ms.saturating_add(self.absolute.as_millis() as u64);
+        (deadline > now_ms).then(|| (self.idle.as_millis() as u64).min(deadline - now_ms))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A session taken out of the store (see [`SessionStore::take`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenSession {
+    /// Its fields: key and JSON text, metadata left out.
+    pub fields: BTreeMap<String, String>,
+    /// Its creation time, ms since the epoch.
+    pub created_ms: u64,
+}
+
+/// How [`SessionStore::save`] treats the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveMode {
+    /// A new session under a fresh sid; `created_ms` carries a rotated
+    /// session's creation time (its absolute deadline does not move).
+    Create {
+        /// ms since the epoch; `None` means now.
+        created_ms: Option<u64>,
+    },
+    /// Changes to an existing session, applied only if it still exists and
+    /// the result fits `max_bytes`.
+    Update,
+}
+
+/// What [`SessionStore::save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Stored.
+    Stored,
+    /// The session no longer exists (destroyed, expired, rotated away):
+    /// nothing was stored, and it was not brought back.
+    Gone,
+    /// A create found the key taken; nothing was stored.
+    Exists,
+    /// The session would grow past `max_bytes`; nothing was stored.
+    TooLarge {
+        /// The size it would have had.
+        size: usize,
+    },
+}
+
+/// A store call that failed: the store is down, slow or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer within the store deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis reported an error, or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis answered something sessiongate's scripts never return.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// The operations sessiongate performs on sessions. Each is one store round
+/// trip and touches one key.
+pub trait SessionStore {
+    /// Loads a session's `X-Session` text and pushes its expiry forward;
+    /// `None` when there is no live session under this sid.
+    fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Stores one response's changes atomically (see [`SaveMode`]).
+    fn save(
+        &self,
+        sid: &Sid,
+        mode: SaveMode,
+        changes: &Changes,
+    ) -> impl Future<Output = Result<Saved, StoreError>> + Send;
+
+    /// Removes a session and returns what it held, atomically.
+    fn take(
+        &self,
+        sid: &Sid,
+    ) -> impl Future<Output = Result<Option<TakenSession>, StoreError>> + Send;
+
+    /// Deletes a session.
+    fn destroy(&self, sid: &Sid) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured store, with the deadline that bounds every call.
+pub struct Store {
+    backend: Backend,
+    deadline: Duration,
+}
+
+enum Backend {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl Store {
+    /// Opens the store the configuration names. A Redis store connects
+    /// lazily: sessiongate starts, and recovers, while Redis is down.
+    pub fn open(config: &StoreConfig, policy: SessionPolicy) -> Result<Store, StoreError> {
+        let backend = match config.kind {
+            StoreKind::Memory => Backend::Memory(MemoryStore::new(policy)),
+            StoreKind::Redis => Backend::Redis(RedisStore::open(config, policy)?),
+        };
+        Ok(Store {
+            backend,
+            deadline: config.timeout.0,
+        })
+    }
+
+    /// Runs one store call under the store deadline: the one place it is enforced.
+    async fn within<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.deadline, call)
+            .await
+            .map_err(|_| StoreError::Timeout(self.deadline))?
+    }
+
+    /// Checks that the store answers (used at start, to warn early).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => self.within(r.ping()).await,
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+}
+
+impl SessionStore for Store {
+    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => self.within(r.load(sid)).await,
+            Backend::Memory(m) => self.within(m.load(sid)).await,
+        }
+    }
+
+    async fn save(
+        &self,
+        sid: &Sid,
+        mode: SaveMode,
+        changes: &Changes,
+    ) -> Result<Saved, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => self.within(r.save(sid, mode, changes)).await,
+            Backend::Memory(m) => self.within(m.save(sid, mode, changes)).await,
+        }
+    }
+
+    async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => self.within(r.take(sid)).await,
+            Backend::Memory(m) => self.within(m.take(sid)).await,
+        }
+    }
+
+    async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => self.within(r.destroy(sid)).await,
+            Backend::Memory(m) => self.within(m.destroy(sid)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_idle_until_the_absolute_deadline_caps_it() {
+        let policy = SessionPolicy {
+            idle: Duration::from_secs(30),
+            absolute: Duration::from_secs(100),
+            max_bytes: 100,
+        };
+        assert_eq!(policy.ttl_ms(0, 0), Some(30_000));
+        assert_eq!(policy.ttl_ms(0, 80_000), Some(20_000));
+        assert_eq!(policy.ttl_ms(0, 99_999), Some(1));
+        assert_eq!(policy.ttl_ms(0, 100_000), None);
+    }
+}
