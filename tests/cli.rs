@@ -1,0 +1,210 @@
+//! SPEC §1: the `sessiongate` binary itself: `check`, `keygen`, `run` and
+//! `demo`, with their exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Backend, Browser, SECRET_A};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sessiongate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn terminate(pid: u32) {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn check_accepts_the_example_config_and_says_what_it_would_do() {
+    let output = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .env("SESSIONGATE_SECRET", SECRET_A)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("http://127.0.0.1:9001, http://127.0.0.1:9002"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sg_session"), "{stdout}");
+    assert!(!stdout.contains(SECRET_A), "check printed the secret");
+}
+
+#[test]
+fn check_names_the_file_line_and_key_of_a_bad_value_and_exits_1() {
+    let path = temp_file(
+        "bad",
+        &format!(
+            "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\nsecrets = [\"{SECRET_A}\"]\n[session]\nidle_timeout = \"soon\"\n"
+        ),
+    );
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:6:16: session.idle_timeout:", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_1_with_the_reason() {
+    let path = temp_file(
+        "unknown",
+        "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\nbogus = 1\n",
+    );
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("upstreams.bogus") && stderr.contains("unknown field"),
+        "{stderr}"
+    );
+    let missing = Command::new(BIN)
+        .args(["--config", "/nonexistent/sg.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/sg.toml"));
+}
+
+#[test]
+fn keygen_prints_32_bytes_of_base64_and_never_the_same_twice() {
+    let run = || {
+        let output = Command::new(BIN).arg("keygen").output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let (a, b) = (run(), run());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&a)
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn run_serves_until_sigterm_then_exits_0() {
+    let backend = Backend::start("one").await;
+    let port = common::free_port();
+    let path = temp_file(
+        "run",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstreams]\nservers = [\"{}\"]\n[cookie]\nsecrets = [\"env:SG_TEST_SECRET\"]\n[store]\nkind = \"memory\"\n",
+            backend.url()
+        ),
+    );
+    // The config is found through $SESSIONGATE_CONFIG, and `run` is the default.
+    let mut child = Command::new(BIN)
+        .env("SESSIONGATE_CONFIG", &path)
+        .env("SG_TEST_SECRET", SECRET_A)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let browser = Browser::new(addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sessiongate did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(browser.get("/").await.backend(), "one");
+    terminate(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn demo_shows_a_session_surviving_round_robin() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    // Keep reading, so that the demo's later lines do not meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let url = first_line.trim().rsplit(' ').next().unwrap().to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let browser = Browser::new(addr);
+
+    let page = |reply: &common::Reply| String::from_utf8_lossy(&reply.body).into_owned();
+    let first = page(&browser.get("/").await);
+    let second = page(&browser.get("/").await);
+    assert!(
+        first.contains("backend A") && second.contains("backend B")
+            || first.contains("backend B") && second.contains("backend A")
+    );
+    assert!(
+        first.contains("<b>1</b>") && second.contains("<b>2</b>"),
+        "the counter persists"
+    );
+
+    let login = browser
+        .send(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "name=Ada+%3Cb%3E".into(),
+        )
+        .await;
+    assert_eq!(login.status, 303);
+    let third = page(&browser.get("/").await);
+    assert!(
+        third.contains("Logged in as <b>Ada &lt;b&gt;</b>"),
+        "{third}"
+    );
+    assert!(third.contains("<b>3</b>"));
+
+    browser
+        .send("POST", "/logout", &[], Default::default())
+        .await;
+    let after = page(&browser.get("/").await);
+    assert!(
+        after.contains("<b>1</b>") && !after.contains("Logged in"),
+        "{after}"
+    );
+
+    terminate(child.id());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -1,0 +1,389 @@
+//! SPEC §5 and §6 as seen from Redis: the round trips a request costs (read
+//! from `INFO commandstats` of a private redis-server), the storage layout,
+//! TTLs, instances sharing one Redis, key rotation, and a store outage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Browser, Harness, Redis, SECRET_A, SECRET_B, Setup, StoreKind};
+use serde_json::json;
+
+async fn harness() -> Harness {
+    Harness::start(StoreKind::Redis).await
+}
+
+/// A browser with a session, and the connection and scripts warmed up, so
+/// that later counts hold only what a request costs.
+async fn warmed_up(h: &Harness) -> Browser {
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    browser
+        .get_with("/", &[("x-test-update", r#"{"n":1}"#)])
+        .await;
+    browser.get("/").await;
+    browser
+}
+
+#[tokio::test]
+async fn forged_or_garbage_cookie_costs_no_redis_command() {
+    let h = harness().await;
+    let browser = warmed_up(&h).await;
+    let good = browser.cookie().unwrap();
+    let (sid, tag) = good.split_once('.').unwrap();
+    let other_tag = {
+        let other = h.browser();
+        other
+            .get_with("/", &[("x-test-update", r#"{"x":1}"#)])
+            .await;
+        other
+            .cookie()
+            .unwrap()
+            .split_once('.')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    let before = h.redis().command_stats();
+    let attacker = h.browser();
+    for forged in [
+        format!(
+            "{sid}.{}",
+            tag.replace(&tag[..1], if tag.starts_with('A') { "B" } else { "A" })
+        ),
+        format!("{sid}.{other_tag}"),
+        format!("{sid}.{}", &tag[..20]),
+        "garbage".into(),
+        "x".repeat(4000),
+        format!("{sid}.{tag}="),
+    ] {
+        attacker.set_cookie(Some(forged));
+        let reply = attacker.get("/").await;
+        assert_eq!(reply.seen_one("x-session-status").as_deref(), Some("new"));
+    }
+    let after = h.redis().command_stats();
+    let commands = Redis::commands_between(&before, &after);
+    assert!(
+        commands.is_empty(),
+        "forged cookies reached Redis: {commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn visitor_without_session_and_without_update_costs_no_redis_command() {
+    let h = harness().await;
+    warmed_up(&h).await;
+    let before = h.redis().command_stats();
+    for _ in 0..5 {
+        h.browser().get("/").await;
+    }
+    let commands = Redis::commands_between(&before, &h.redis().command_stats());
+    assert!(commands.is_empty(), "{commands:?}");
+}
+
+#[tokio::test]
+async fn reading_a_session_is_one_round_trip() {
+    let h = harness().await;
+    let browser = warmed_up(&h).await;
+    let before = h.redis().command_stats();
+    let reply = browser.get("/").await;
+    assert_eq!(
+        reply.seen_one("x-session-status").as_deref(),
+        Some("active")
+    );
+    let commands = Redis::commands_between(&before, &h.redis().command_stats());
+    assert_eq!(commands.get("evalsha"), Some(&1), "{commands:?}");
+    assert_eq!(Redis::round_trips(&commands), 1, "{commands:?}");
+}
+
+#[tokio::test]
+async fn reading_and_updating_a_session_is_two_round_trips() {
+    let h = harness().await;
+    let browser = warmed_up(&h).await;
+    let before = h.redis().command_stats();
+    browser
+        .get_with(
+            "/",
+            &[
+                ("x-test-update", r#"{"n":2}"#),
+                ("x-test-update", r#"{"m":3}"#),
+            ],
+        )
+        .await;
+    let commands = Redis::commands_between(&before, &h.redis().command_stats());
+    assert_eq!(commands.get("evalsha"), Some(&2), "{commands:?}");
+    assert_eq!(Redis::round_trips(&commands), 2, "{commands:?}");
+}
+
+#[tokio::test]
+async fn session_is_one_hash_of_json_fields_with_its_creation_time() {
+    let h = harness().await;
+    let browser = h.browser();
+    let before_ms = now_ms();
+    browser
+        .get_with(
+            "/",
+            &[(
+                "x-test-update",
+                r#"{"user":"Zoë","cart":[1,{"q":2}],"n":null,"ok":true}"#,
+            )],
+        )
+        .await;
+    let keys = h.redis().keys();
+    assert_eq!(keys, [format!("sg:{}", browser.sid().unwrap())]);
+    let hash = h.redis().hash(&keys[0]);
+    assert_eq!(hash["user"], r#""Zo\u00eb""#);
+    assert_eq!(hash["cart"], r#"[1,{"q":2}]"#);
+    assert_eq!(hash["ok"], "true");
+    assert!(!hash.contains_key("n"), "null deletes, even on creation");
+    let created: u64 = hash["__created"].parse().unwrap();
+    assert!(
+        created >= before_ms - 1000 && created <= now_ms() + 1000,
+        "{created}"
+    );
+    assert_eq!(hash.len(), 4);
+    // Backends never see the metadata.
+    assert_eq!(
+        browser.get("/").await.session(),
+        json!({"user": "Zoë", "cart": [1, {"q": 2}], "ok": true})
+    );
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_after_a_run() {
+    let h = harness().await;
+    for i in 0..10 {
+        let browser = h.browser();
+        browser
+            .get_with("/", &[("x-test-update", &json!({ "i": i }).to_string())])
+            .await;
+        browser
+            .get_with("/", &[("x-test-update", r#"{"more":1}"#)])
+            .await;
+        if i % 3 == 0 {
+            browser.get_with("/", &[("x-test-action", "rotate")]).await;
+        }
+        if i % 4 == 0 {
+            browser
+                .get_with("/", &[("x-test-update", r#"{"i":null}"#)])
+                .await;
+        }
+        if i == 5 {
+            browser.get_with("/", &[("x-test-action", "destroy")]).await;
+        }
+    }
+    assert_eq!(h.redis().keys().len(), 9);
+    h.assert_every_key_has_a_ttl();
+}
+
+#[tokio::test]
+async fn ttl_is_the_idle_timeout_but_never_past_the_absolute_deadline() {
+    let mut setup = Setup::new(StoreKind::Redis);
+    setup.session = "idle_timeout = \"30m\"\nabsolute_timeout = \"10s\"\n".into();
+    let h = setup.start().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+        .await;
+    let key = format!("sg:{}", browser.sid().unwrap());
+    let ttl = h.redis().pttl(&key);
+    assert!(ttl > 8_000 && ttl <= 10_000, "{ttl}");
+    browser.get("/").await;
+    assert!(h.redis().pttl(&key) <= 10_000);
+
+    let mut setup = Setup::new(StoreKind::Redis);
+    setup.session = "idle_timeout = \"5s\"\n".into();
+    let h = setup.start().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+        .await;
+    let key = format!("sg:{}", browser.sid().unwrap());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = h.redis().pttl(&key);
+    browser.get("/").await;
+    let after = h.redis().pttl(&key);
+    assert!(
+        before < 4_000 && after > 4_500,
+        "reading pushes the expiry: {before} -> {after}"
+    );
+}
+
+#[tokio::test]
+async fn rotate_keeps_the_creation_time_and_removes_the_old_key() {
+    let h = harness().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+        .await;
+    let old_key = format!("sg:{}", browser.sid().unwrap());
+    let created = h.redis().hash(&old_key)["__created"].clone();
+    browser.get_with("/", &[("x-test-action", "rotate")]).await;
+    let new_key = format!("sg:{}", browser.sid().unwrap());
+    assert_ne!(new_key, old_key);
+    assert_eq!(h.redis().keys(), std::slice::from_ref(&new_key));
+    assert_eq!(
+        h.redis().hash(&new_key)["__created"],
+        created,
+        "the absolute deadline does not move"
+    );
+}
+
+#[tokio::test]
+async fn a_second_instance_sharing_redis_serves_the_same_session() {
+    let h = harness().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    let other = h.another_proxy(&h.setup).await;
+    let elsewhere = Browser::new(other.addr);
+    elsewhere.set_cookie(browser.cookie());
+    let reply = elsewhere
+        .get_with("/", &[("x-test-update", r#"{"via":"second"}"#)])
+        .await;
+    assert_eq!(reply.session(), json!({"user": "ada"}));
+    assert_eq!(
+        browser.get("/").await.session(),
+        json!({"user": "ada", "via": "second"})
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_verifies_with_every_secret_and_signs_with_the_first() {
+    let h = harness().await; // secrets = [A]
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    let signed_with_a = browser.cookie().unwrap();
+
+    let mut rotated = h.setup.clone();
+    rotated.secrets = vec![SECRET_B.into(), SECRET_A.into()];
+    let new_proxy = h.another_proxy(&rotated).await;
+    let after_rotation = Browser::new(new_proxy.addr);
+    after_rotation.set_cookie(Some(signed_with_a.clone()));
+    let reply = after_rotation.get("/").await;
+    assert_eq!(
+        reply.session(),
+        json!({"user": "ada"}),
+        "the old secret still verifies"
+    );
+
+    let fresh = Browser::new(new_proxy.addr);
+    fresh
+        .get_with("/", &[("x-test-update", r#"{"user":"bob"}"#)])
+        .await;
+    let signed_with_b = fresh.cookie().unwrap();
+    let old_only = h.browser();
+    old_only.set_cookie(Some(signed_with_b));
+    let reply = old_only.get("/").await;
+    assert_eq!(
+        reply.seen_one("x-session-status").as_deref(),
+        Some("new"),
+        "signed with B, not A"
+    );
+
+    let mut retired = h.setup.clone();
+    retired.secrets = vec![SECRET_B.into()];
+    let retired_proxy = h.another_proxy(&retired).await;
+    let late = Browser::new(retired_proxy.addr);
+    late.set_cookie(Some(signed_with_a));
+    assert_eq!(
+        late.get("/").await.seen_one("x-session-status").as_deref(),
+        Some("new")
+    );
+}
+
+#[tokio::test]
+async fn store_down_under_fail_closed_answers_503_only_when_the_store_is_needed() {
+    let mut setup = Setup::new(StoreKind::Redis);
+    setup.store_extra = "timeout = \"300ms\"\nretry_after = \"7s\"\n".into();
+    let mut h = setup.start().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    h.redis.as_mut().unwrap().kill();
+
+    let reply = browser.get("/").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers["retry-after"], "7");
+    assert!(reply.body.len() < 200);
+
+    let anonymous = h.browser();
+    assert_eq!(
+        anonymous.get("/").await.status,
+        200,
+        "no cookie, nothing stored: no store needed"
+    );
+    let storing = anonymous
+        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+        .await;
+    assert_eq!(storing.status, 503);
+    assert!(storing.set_cookies().is_empty());
+
+    h.redis.as_mut().unwrap().restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let reply = anonymous
+            .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+            .await;
+        if reply.status == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "sessiongate did not recover after Redis came back"
+    );
+    assert_eq!(anonymous.get("/").await.session(), json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn store_down_under_fail_open_forwards_as_unavailable_and_drops_updates() {
+    let mut setup = Setup::new(StoreKind::Redis);
+    setup.store_extra = "on_error = \"fail_open\"\ntimeout = \"300ms\"\n".into();
+    let mut h = setup.start().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    let sid = browser.sid().unwrap();
+    h.redis.as_mut().unwrap().kill();
+
+    let reply = browser
+        .get_with("/", &[("x-test-update", r#"{"lost":1}"#)])
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.seen_one("x-session-status").as_deref(),
+        Some("unavailable")
+    );
+    assert_eq!(
+        reply.seen_one("x-session-id").as_deref(),
+        Some(sid.as_str())
+    );
+    assert_eq!(reply.session(), json!({}));
+    assert!(reply.set_cookies().is_empty());
+    let anonymous = h
+        .browser()
+        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
+        .await;
+    assert_eq!(anonymous.status, 200);
+    assert!(
+        anonymous.set_cookies().is_empty(),
+        "no session could be stored"
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
