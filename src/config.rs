@@ -30,6 +30,9 @@ pub struct Config {
     /// Where sessions are kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The deadline of every network wait (the store's is `store.timeout`).
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
 }
 
 /// `[server]`
@@ -38,12 +41,56 @@ pub struct Config {
 pub struct ServerConfig {
     /// The address the proxy listens on.
     pub listen: SocketAddr,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// The most header fields a request may have.
+    pub max_headers: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// The least `server.max_header_bytes` may be: hyper's smallest read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// `[timeouts]`: every network wait has one of these deadlines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Connecting to an upstream server.
+    pub upstream_connect: Dur,
+    /// From sending a request upstream until its response head arrives.
+    pub upstream_response: Dur,
+    /// How long a pooled upstream connection may sit idle before it is closed.
+    pub upstream_idle: Dur,
+    /// The longest pause within a request or response body, either way.
+    pub body_idle: Dur,
+    /// A client's whole request head, from its first byte (or from accept).
+    pub request_header: Dur,
+    /// An idle client keep-alive connection.
+    pub keepalive: Dur,
+    /// At shutdown, how long in-flight requests get to finish.
+    pub drain: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        let secs = |s| Dur(Duration::from_secs(s));
+        TimeoutsConfig {
+            upstream_connect: secs(2),
+            upstream_response: secs(60),
+            upstream_idle: secs(60),
+            body_idle: secs(60),
+            request_header: secs(10),
+            keepalive: secs(75),
+            drain: secs(30),
         }
     }
 }
@@ -54,7 +101,109 @@ impl Default for ServerConfig {
 pub struct UpstreamsConfig {
     /// The backend servers, balanced round-robin.
     #[serde(deserialize_with = "non_empty")]
-    pub servers: Vec<UpstreamUrl>,
+    pub servers: Vec<UpstreamServer>,
+    /// Consecutive failures that take a server out of rotation.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    /// How long a server that failed `max_fails` times stays out.
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+    /// Idle pooled connections kept per server.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_connections: usize,
+    /// Active health checks; none by default.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+}
+
+fn default_max_fails() -> u32 {
+    3
+}
+
+fn default_fail_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_idle() -> usize {
+    64
+}
+
+/// One entry of `upstreams.servers`: `"http://host:port"`, or
+/// `{ url = "http://host:port", weight = 3 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// Where it is.
+    pub url: UpstreamUrl,
+    /// Its share of the requests, relative to the others (1 to 100).
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for UpstreamServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            url: UpstreamUrl,
+            #[serde(default = "one")]
+            weight: u32,
+        }
+        fn one() -> u32 {
+            1
+        }
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = UpstreamServer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"http://host:port\" or { url = \"http://host:port\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<UpstreamServer, E> {
+                let url = text.parse().map_err(E::custom)?;
+                Ok(UpstreamServer { url, weight: 1 })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<UpstreamServer, A::Error> {
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if !(1..=100).contains(&w.weight) {
+                    return Err(de::Error::custom(format!(
+                        "weight {} is not between 1 and 100",
+                        w.weight
+                    )));
+                }
+                Ok(UpstreamServer {
+                    url: w.url,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `[upstreams.health]`: active health checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// The path probed with GET; a 2xx or 3xx answer is healthy.
+    pub path: String,
+    /// Time between probes of a server.
+    pub interval: Dur,
+    /// How long a probe may take.
+    pub timeout: Dur,
+    /// Consecutive good probes that bring a server back.
+    pub healthy_threshold: u32,
+    /// Consecutive bad probes that take a server out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: "/".into(),
+            interval: Dur(Duration::from_secs(5)),
+            timeout: Dur(Duration::from_secs(1)),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
 }
 
 /// An upstream server's address: `http://host:port`, with no path.
@@ -501,6 +650,31 @@ impl Config {
                 ));
             }
         }
+        if self.server.max_header_bytes < MIN_HEADER_BYTES {
+            return Err((
+                "server.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        if let Some(health) = &self.upstreams.health {
+            if !health.path.starts_with('/')
+                || health.path.parse::<http::uri::PathAndQuery>().is_err()
+            {
+                return Err((
+                    "upstreams.health.path",
+                    format!("{:?} is not a path", health.path),
+                ));
+            }
+            if health.healthy_threshold == 0 || health.unhealthy_threshold == 0 {
+                return Err((
+                    "upstreams.health",
+                    "healthy_threshold and unhealthy_threshold must be at least 1".into(),
+                ));
+            }
+        }
+        if self.upstreams.max_fails == 0 {
+            return Err(("upstreams.max_fails", "must be at least 1".into()));
+        }
         if self.session.max_bytes < 2 {
             return Err((
                 "session.max_bytes",
@@ -545,8 +719,19 @@ impl Config {
             .upstreams
             .servers
             .iter()
-            .map(|u| u.to_string())
+            .map(|s| match s.weight {
+                1 => s.url.to_string(),
+                w => format!("{} (weight {w})", s.url),
+            })
             .collect();
+        let health = match &self.upstreams.health {
+            Some(h) => format!(
+                "GET {} every {}, out after {} failures, back after {} successes",
+                h.path, h.interval, h.unhealthy_threshold, h.healthy_threshold
+            ),
+            None => "passive only".into(),
+        };
+        let t = &self.timeouts;
         let mut attributes = vec![format!("Path={}", c.path)];
         if let Some(domain) = &c.domain {
             attributes.push(format!("Domain={domain}"));
@@ -574,12 +759,23 @@ impl Config {
         format!(
             "listen     {listen} (HTTP/1.1 and h2c)\n\
              upstreams  {servers} (round-robin)\n\
+             health     {health}; out for {fail_timeout} after {max_fails} failed requests\n\
+             timeouts   connect {connect}, response {response}, body idle {body}, request head {head}, \
+             keep-alive {keepalive}, drain {drain}\n\
              cookie     {name}; {attributes}\n\
              secrets    {n} (signing with {signer}; all verify)\n\
              session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes\n\
              store      {store}\n",
             listen = self.server.listen,
             servers = servers.join(", "),
+            fail_timeout = self.upstreams.fail_timeout,
+            max_fails = self.upstreams.max_fails,
+            connect = t.upstream_connect,
+            response = t.upstream_response,
+            body = t.body_idle,
+            head = t.request_header,
+            keepalive = t.keepalive,
+            drain = t.drain,
             name = c.name,
             attributes = attributes.join("; "),
             n = c.secrets.len(),

@@ -22,6 +22,17 @@ pub enum ProxyError {
         /// What hyper reported.
         source: hyper_util::client::legacy::Error,
     },
+    /// An upstream server sent no response head in time.
+    #[error("upstream {server}: {elapsed}")]
+    UpstreamTimeout {
+        /// The server, as configured.
+        server: String,
+        /// Which deadline passed.
+        elapsed: crate::timeouts::Elapsed,
+    },
+    /// A backend answered 101 to a request that did not ask to switch protocols.
+    #[error("upstream switched protocols without being asked")]
+    UnexpectedUpgrade,
     /// The session store failed under `fail_closed`.
     #[error("session store: {0}")]
     Store(#[from] StoreError),
@@ -31,17 +42,24 @@ impl ProxyError {
     /// Which side failed, for logs.
     pub fn origin(&self) -> &'static str {
         match self {
-            ProxyError::NoUpstream | ProxyError::Upstream { .. } => "upstream",
+            ProxyError::NoUpstream
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UnexpectedUpgrade => "upstream",
             ProxyError::Store(_) => "store",
         }
     }
 
     /// The response a client gets for this error: 502 when no upstream
-    /// answered, 503 with `Retry-After` when the store is down.
+    /// answered, 504 when it answered too late, 503 with `Retry-After` when
+    /// the store is down.
     pub fn to_response(&self, retry_after: &HeaderValue) -> Response<ProxyBody> {
         let (status, body) = match self {
-            ProxyError::NoUpstream | ProxyError::Upstream { .. } => {
-                (StatusCode::BAD_GATEWAY, "502 Bad Gateway\n")
+            ProxyError::NoUpstream
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnexpectedUpgrade => (StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"),
+            ProxyError::UpstreamTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n")
             }
             ProxyError::Store(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

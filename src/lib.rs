@@ -30,6 +30,7 @@ pub mod error;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod timeouts;
 
 pub use config::Config;
 pub use server::Server;

@@ -1,28 +1,34 @@
 //! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 (prior
-//! knowledge) on each through the [`Gateway`], and shuts down gracefully,
-//! finishing in-flight requests first.
+//! knowledge) on each through the [`Gateway`] under the client deadlines and
+//! head limits, runs the upstream health checks, and shuts down gracefully:
+//! stop accepting, close tunnels, let in-flight requests finish within the
+//! drain deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::StartError;
 use crate::proxy::Gateway;
+use crate::timeouts::{Activity, GuardedStream, Timeouts, Tracked};
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
     gateway: Arc<Gateway>,
     http: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
 }
 
 impl Server {
@@ -39,12 +45,22 @@ impl Server {
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1().timer(TokioTimer::new()).keep_alive(true);
-        http.http2().timer(TokioTimer::new());
+        // The request-head and keep-alive deadlines are GuardedStream's;
+        // hyper's own header timer would also cut idle keep-alive short.
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(config.server.max_header_bytes)
+            .max_headers(config.server.max_headers);
+        http.http2().timer(TokioTimer::new()).max_header_list_size(
+            u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX),
+        );
         Ok(Server {
             listener,
             gateway,
             http,
+            timeouts: Timeouts::new(config),
         })
     }
 
@@ -55,10 +71,17 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and waits for
-    /// the connections' in-flight requests to finish.
+    /// Serves until `shutdown` completes, then stops accepting, closes the
+    /// tunnels and waits up to the drain deadline for in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let stopping = CancellationToken::new();
+        let health = tokio::spawn(
+            self.gateway
+                .upstreams()
+                .clone()
+                .check_health(stopping.clone()),
+        );
         info!(listen = %self.local_addr(), "sessiongate is serving");
         tokio::pin!(shutdown);
         loop {
@@ -75,20 +98,44 @@ impl Server {
             }
         }
         drop(self.listener);
+        stopping.cancel();
+        let _ = health.await;
+        let tunnels = self.gateway.tunnels();
         info!(
             connections = graceful.count(),
+            tunnels = tunnels.len(),
             "shutting down: finishing in-flight requests"
         );
-        graceful.shutdown().await;
+        tunnels.close().await;
+        let drain = self.timeouts.drain;
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?drain,
+                "drain deadline passed; closing the connections still open"
+            );
+        }
         info!("shut down");
     }
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = GuardedStream::new(stream, activity.clone(), &self.timeouts);
         let gateway = self.gateway.clone();
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+            let activity = activity.clone();
+            async move {
+                let in_flight = activity.begin();
+                let response = gateway.handle(request, peer).await;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
         let connection = self
             .http

@@ -5,28 +5,33 @@
 //! 2. load: [`Sessions::resolve`], one store round trip for a verified sid.
 //! 3. [`Gateway::upstream_request`]: hop-by-hop fields out, `X-Forwarded-*`
 //!    and the session headers in.
-//! 4. forward: [`Upstreams::forward`], round-robin, retried on connect failure.
+//! 4. forward: [`Upstreams::forward`], round-robin over the servers in
+//!    rotation, retried on the next server when that is safe.
 //! 5. [`Gateway::response_filter`]: read the backend's updates and action,
 //!    strip every prefixed and hop-by-hop header.
 //! 6. commit: [`Sessions::commit`] stores the change before the response
-//!    goes on, then [`Gateway::finish`] sets or expires the cookie.
+//!    goes on, then [`Gateway::finish`] sets or expires the cookie. A 101
+//!    answer to an `Upgrade` request opens a tunnel ([`upgrade`]).
 
 pub mod body;
 pub mod headers;
+pub mod upgrade;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, SET_COOKIE};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::Either;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use self::body::ProxyBody;
+use self::body::{ProxyBody, upstream_body};
 use self::headers::SessionHeaders;
+use self::upgrade::Tunnels;
 use self::upstream::{Outbound, Upstreams};
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -34,18 +39,22 @@ use crate::session::codec::UpdateError;
 use crate::session::cookie::{CookieCodec, Sid};
 use crate::session::store::{SessionPolicy, Store, StoreError};
 use crate::session::{CookieChange, Instructions, Resolved, Sessions};
+use crate::timeouts::Timeouts;
 
 /// Everything a request needs, built once from the configuration.
 pub struct Gateway {
     sessions: Sessions,
     names: SessionHeaders,
-    upstreams: Upstreams,
+    upstreams: Arc<Upstreams>,
+    tunnels: Tunnels,
     retry_after: HeaderValue,
+    body_idle: Duration,
 }
 
 impl Gateway {
     /// Builds the pipeline: cookie codec, store, header names, upstream pool.
     pub fn new(config: &Config) -> Result<Gateway, StoreError> {
+        let timeouts = Timeouts::new(config);
         let policy = SessionPolicy {
             idle: config.session.idle_timeout.0,
             absolute: config.session.absolute_timeout.0,
@@ -61,9 +70,21 @@ impl Gateway {
         Ok(Gateway {
             sessions,
             names: SessionHeaders::new(&config.session.header_prefix),
-            upstreams: Upstreams::new(&config.upstreams),
+            upstreams: Arc::new(Upstreams::new(&config.upstreams, &timeouts)),
+            tunnels: Tunnels::default(),
             retry_after: HeaderValue::from(config.store.retry_after.0.as_secs().max(1)),
+            body_idle: timeouts.body_idle,
         })
+    }
+
+    /// The upstream pool (to run its health checks).
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+
+    /// The open tunnels (to close them at shutdown).
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// The session machinery (to check the store at start).
@@ -88,9 +109,13 @@ impl Gateway {
 
     async fn proxy(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // A protocol switch is an HTTP/1.1 affair (RFC 9110 §7.8).
+        let upgrade =
+            request.version() == Version::HTTP_11 && headers::wants_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let presented = self.request_filter(&mut parts.headers);
         let mut session = self.sessions.resolve(presented).await?;
@@ -98,7 +123,7 @@ impl Gateway {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        let headers = self.upstream_request(parts.headers, &mut session, client, host);
+        let headers = self.upstream_request(parts.headers, &mut session, client, host, upgrade);
         let path = parts
             .uri
             .path_and_query()
@@ -110,13 +135,27 @@ impl Gateway {
             headers,
             body,
         };
-        let response = self.upstreams.forward(outbound).await?;
+        let mut response = self.upstreams.forward(outbound).await?;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let tunnel = match (switching, client_upgrade) {
+            (false, _) => None,
+            (true, Some(client_upgrade)) => {
+                Some((client_upgrade, hyper::upgrade::on(&mut response)))
+            }
+            (true, None) => return Err(ProxyError::UnexpectedUpgrade),
+        };
         let (mut parts, body) = response.into_parts();
-        let instructions = self.response_filter(&mut parts.headers);
+        let instructions = self.response_filter(&mut parts.headers, switching);
         let cookie = self.sessions.commit(&session, instructions).await?;
         self.finish(&mut parts.headers, cookie);
+        if let Some((client_side, upstream_side)) = tunnel {
+            self.tunnels.open(client_side, upstream_side);
+        }
         debug!(status = %parts.status, session = ?session.status, "proxied");
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        Ok(Response::from_parts(
+            parts,
+            upstream_body(body, self.body_idle),
+        ))
     }
 
     /// Phase 1: no client header with the session prefix survives, and the
@@ -133,8 +172,9 @@ impl Gateway {
         session: &mut Resolved,
         client: SocketAddr,
         host: Option<HeaderValue>,
+        upgrade: bool,
     ) -> HeaderMap {
-        headers::remove_hop_by_hop(&mut headers, false);
+        headers::remove_hop_by_hop(&mut headers, upgrade);
         headers::set_forwarded(&mut headers, client.ip(), host.clone());
         if let (false, Some(host)) = (headers.contains_key(HOST), host) {
             // An HTTP/2 client names the host in :authority; HTTP/1.1 needs Host.
@@ -152,8 +192,13 @@ impl Gateway {
     }
 
     /// Phase 5: what the backend asks of the session; then no header with
-    /// the prefix, and no hop-by-hop field, goes on to the client.
-    pub fn response_filter(&self, headers: &mut HeaderMap) -> Result<Instructions, UpdateError> {
+    /// the prefix, and no hop-by-hop field, goes on to the client (but the
+    /// `Upgrade` of a 101 answer).
+    pub fn response_filter(
+        &self,
+        headers: &mut HeaderMap,
+        switching: bool,
+    ) -> Result<Instructions, UpdateError> {
         let names = &self.names;
         let instructions = Instructions::parse(
             headers
@@ -166,7 +211,7 @@ impl Gateway {
                 .map(HeaderValue::as_bytes),
         );
         names.strip(headers);
-        headers::remove_hop_by_hop(headers, false);
+        headers::remove_hop_by_hop(headers, switching);
         instructions
     }
 

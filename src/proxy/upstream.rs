@@ -1,26 +1,56 @@
-//! The upstream servers (SPEC §7): round-robin balancing with no stickiness,
-//! the pooled HTTP/1.1 client, and the retry of a request whose connection
-//! failed before anything was sent.
+//! The upstream servers (SPEC §7): weighted round-robin over the servers in
+//! rotation, no stickiness; the pooled HTTP/1.1 client; retries on the next
+//! server; passive ejection of a server that keeps failing; active health
+//! checks (`[upstreams.health]`).
+//!
+//! A server is out of rotation while it is ejected (`max_fails` failures in a
+//! row, for `fail_timeout`) or while the health check holds it down. When no
+//! server is in rotation, a request gets an immediate 502.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
+use http::header::{HOST, USER_AGENT};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tracing::warn;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::body::RequestBody;
-use crate::config::{UpstreamUrl, UpstreamsConfig};
+use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
 use crate::error::ProxyError;
+use crate::timeouts::{Timeouts, within};
 
 /// The upstream pool.
 pub struct Upstreams {
-    servers: Vec<UpstreamUrl>,
+    servers: Vec<Server>,
+    /// One period of smooth weighted round-robin: indices into `servers`.
+    schedule: Vec<usize>,
     next: AtomicUsize,
     client: Client<HttpConnector, RequestBody>,
+    max_fails: u32,
+    fail_timeout: Duration,
+    response_timeout: Duration,
+    body_idle: Duration,
+    health: Option<HealthConfig>,
+    origin: Instant,
+}
+
+/// One server and what is known of its health.
+struct Server {
+    url: UpstreamUrl,
+    /// Failed requests in a row.
+    fails: AtomicU32,
+    /// Ejected until this many ms after `Upstreams::origin` (0: not ejected).
+    ejected_until: AtomicU64,
+    /// Held down by the active health check.
+    checked_down: AtomicBool,
 }
 
 /// A request on its way upstream, without its URI's scheme and authority,
@@ -38,23 +68,94 @@ pub struct Outbound {
 
 impl Upstreams {
     /// Prepares the pool and its client.
-    pub fn new(config: &UpstreamsConfig) -> Upstreams {
+    pub fn new(config: &UpstreamsConfig, timeouts: &Timeouts) -> Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeouts.upstream_connect));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(timeouts.upstream_idle)
+            .pool_max_idle_per_host(config.max_idle_connections)
             .build(connector);
+        let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
         Upstreams {
-            servers: config.servers.clone(),
+            servers: config
+                .servers
+                .iter()
+                .map(|s| Server {
+                    url: s.url.clone(),
+                    fails: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                    checked_down: AtomicBool::new(false),
+                })
+                .collect(),
+            schedule: smooth_weighted_schedule(&weights),
             next: AtomicUsize::new(0),
             client,
+            max_fails: config.max_fails,
+            fail_timeout: config.fail_timeout.0,
+            response_timeout: timeouts.upstream_response,
+            body_idle: timeouts.body_idle,
+            health: config.health.clone(),
+            origin: Instant::now(),
         }
     }
 
-    /// Sends a request to the next server in turn. If connecting fails before
-    /// anything was sent, the same request goes to the following server, each
-    /// server being tried at most once.
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn in_rotation(&self, index: usize, now_ms: u64) -> bool {
+        let server = &self.servers[index];
+        !server.checked_down.load(Ordering::Relaxed)
+            && server.ejected_until.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// The next server in weighted round-robin order that is in rotation.
+    fn pick(&self) -> Option<usize> {
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..self.schedule.len())
+            .map(|i| self.schedule[(start + i) % self.schedule.len()])
+            .find(|&index| self.in_rotation(index, now))
+    }
+
+    /// For a retry: the next server after `after`, in rotation and not tried.
+    fn pick_after(&self, after: usize, tried: &[usize]) -> Option<usize> {
+        let now = self.now_ms();
+        let count = self.servers.len();
+        (1..count)
+            .map(|i| (after + i) % count)
+            .find(|index| !tried.contains(index) && self.in_rotation(*index, now))
+    }
+
+    fn succeeded(&self, index: usize) {
+        let server = &self.servers[index];
+        if server.fails.load(Ordering::Relaxed) != 0 {
+            server.fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Passive health: `max_fails` failures in a row take a server out for
+    /// `fail_timeout`. A lone server is never ejected this way (as in nginx):
+    /// there would be nothing to send its requests to.
+    fn failed(&self, index: usize) {
+        let server = &self.servers[index];
+        let fails = server.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= self.max_fails && self.servers.len() > 1 {
+            let now = self.now_ms();
+            let until = now + self.fail_timeout.as_millis() as u64;
+            if server.ejected_until.swap(until, Ordering::Relaxed) <= now {
+                warn!(server = %server.url, fails, out_for = ?self.fail_timeout, "upstream taken out of rotation");
+            }
+        }
+    }
+
+    /// Sends a request to the next server in turn. A request is sent again,
+    /// to the next server in rotation, when its connection failed before
+    /// anything was sent (body and all), and, for an idempotent request
+    /// without a body (RFC 9110 §9.2.2), when no response head came back.
     pub async fn forward(&self, outbound: Outbound) -> Result<Response<Incoming>, ProxyError> {
         let Outbound {
             method,
@@ -62,38 +163,140 @@ impl Upstreams {
             headers,
             body,
         } = outbound;
-        let count = self.servers.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let (mut body, mut reclaim) = RequestBody::new(body);
+        let mut index = self.pick().ok_or(ProxyError::NoUpstream)?;
+        let (mut body, mut reclaim) = RequestBody::new(body, self.body_idle);
+        let replayable = method.is_idempotent() && body.is_empty();
+        let mut tried = Vec::new();
         let mut headers = Some(headers);
-        for attempt in 0..count {
-            let server = &self.servers[(first + attempt) % count];
-            let last = attempt + 1 == count;
+        loop {
+            tried.push(index);
+            let next = self.pick_after(index, &tried);
             // A later attempt needs the headers again; the last one takes them.
-            let attempt_headers = match last {
-                true => headers.take().unwrap_or_default(),
-                false => headers.clone().unwrap_or_default(),
+            let attempt_headers = match next {
+                Some(_) => headers.clone().unwrap_or_default(),
+                None => headers.take().unwrap_or_default(),
             };
-            let request = build_request(&method, server, &path, attempt_headers, body);
-            let error = match self.client.request(request).await {
-                Ok(response) => return Ok(response),
-                Err(error) => error,
+            let server = &self.servers[index];
+            let request = build_request(&method, &server.url, &path, attempt_headers, body);
+            let sent = self.client.request(request);
+            let (error, connect_failed) =
+                match within("the upstream response head", self.response_timeout, sent).await {
+                    Ok(Ok(response)) => {
+                        self.succeeded(index);
+                        return Ok(response);
+                    }
+                    Ok(Err(source)) => {
+                        let connect_failed = source.is_connect();
+                        let server = server.url.to_string();
+                        (ProxyError::Upstream { server, source }, connect_failed)
+                    }
+                    Err(elapsed) => {
+                        let server = server.url.to_string();
+                        (ProxyError::UpstreamTimeout { server, elapsed }, false)
+                    }
+                };
+            self.failed(index);
+            let retry = match (next, connect_failed || replayable) {
+                (Some(next), true) => reclaim.reclaim().map(|again| (next, again)),
+                _ => None,
             };
-            let retry = match error.is_connect() && !last {
-                true => reclaim.reclaim(),
-                false => None,
+            let Some((next, (next_body, next_reclaim))) = retry else {
+                return Err(error);
             };
-            let Some((next_body, next_reclaim)) = retry else {
-                return Err(ProxyError::Upstream {
-                    server: server.to_string(),
-                    source: error,
-                });
-            };
-            warn!(%server, %error, "upstream connection failed; retrying on the next server");
-            (body, reclaim) = (next_body, next_reclaim);
+            warn!(%error, next = %self.servers[next].url, "upstream failed; trying the next server");
+            (index, body, reclaim) = (next, next_body, next_reclaim);
         }
-        Err(ProxyError::NoUpstream)
     }
+
+    /// Active health checks, until `stop`: every `interval`, each server is
+    /// probed with `GET <path>`; a 2xx or 3xx answer within `timeout` is good.
+    /// `unhealthy_threshold` bad probes in a row take a server out,
+    /// `healthy_threshold` good ones bring it back (ending any ejection).
+    pub async fn check_health(self: Arc<Self>, stop: CancellationToken) {
+        let Some(health) = self.health.clone() else {
+            return;
+        };
+        let path: PathAndQuery = health
+            .path
+            .parse()
+            .expect("validated with the configuration");
+        let mut streaks = vec![(0u32, 0u32); self.servers.len()];
+        let mut ticks = tokio::time::interval(health.interval.0);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let mut probes = tokio::task::JoinSet::new();
+            for index in 0..self.servers.len() {
+                let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout.0);
+                probes.spawn(async move { (index, pool.probe(index, &path, timeout).await) });
+            }
+            let mut results = vec![false; self.servers.len()];
+            while let Some(Ok((index, good))) = probes.join_next().await {
+                results[index] = good;
+            }
+            for ((server, good), (good_streak, bad_streak)) in
+                self.servers.iter().zip(results).zip(&mut streaks)
+            {
+                if good {
+                    (*good_streak, *bad_streak) = (*good_streak + 1, 0);
+                } else {
+                    (*good_streak, *bad_streak) = (0, *bad_streak + 1);
+                }
+                let down = server.checked_down.load(Ordering::Relaxed);
+                let ejected = server.ejected_until.load(Ordering::Relaxed) > self.now_ms();
+                if (down || ejected) && *good_streak >= health.healthy_threshold {
+                    server.checked_down.store(false, Ordering::Relaxed);
+                    server.ejected_until.store(0, Ordering::Relaxed);
+                    server.fails.store(0, Ordering::Relaxed);
+                    info!(server = %server.url, "upstream healthy again; back in rotation");
+                } else if !down && *bad_streak >= health.unhealthy_threshold {
+                    server.checked_down.store(true, Ordering::Relaxed);
+                    warn!(server = %server.url, "upstream failed its health checks; out of rotation");
+                }
+            }
+        }
+    }
+
+    async fn probe(&self, index: usize, path: &PathAndQuery, timeout: Duration) -> bool {
+        let url = &self.servers[index].url;
+        let mut headers = HeaderMap::new();
+        let host =
+            HeaderValue::from_str(url.authority.as_str()).expect("an authority is a header value");
+        headers.insert(HOST, host);
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static("sessiongate-health-check"),
+        );
+        let request = build_request(&Method::GET, url, path, headers, RequestBody::empty());
+        match within("a health check", timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => {
+                response.status().is_success() || response.status().is_redirection()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One period of nginx's smooth weighted round-robin: each server appears
+/// `weight` times, spread out (weights 5, 1, 1 give a a b a c a a).
+fn smooth_weighted_schedule(weights: &[u32]) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            for (c, &w) in current.iter_mut().zip(weights) {
+                *c += i64::from(w);
+            }
+            let best = (0..weights.len())
+                .max_by_key(|&i| (current[i], -(i as i64)))
+                .expect("at least one server");
+            current[best] -= total;
+            best
+        })
+        .collect()
 }
 
 fn build_request(
@@ -114,4 +317,23 @@ fn build_request(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_weights_alternate() {
+        assert_eq!(smooth_weighted_schedule(&[1, 1]), [0, 1]);
+        assert_eq!(smooth_weighted_schedule(&[1, 1, 1]), [0, 1, 2]);
+    }
+
+    #[test]
+    fn weights_are_spread_over_the_period() {
+        assert_eq!(smooth_weighted_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        let schedule = smooth_weighted_schedule(&[3, 1]);
+        assert_eq!(schedule.iter().filter(|&&i| i == 0).count(), 3);
+        assert_eq!(schedule.len(), 4);
+    }
 }

@@ -4,8 +4,10 @@
 //!   dropped; never a shared instance.
 //! - [`Backend`]: an HTTP upstream on loopback whose answers the test steers
 //!   through request headers (`x-test-update`, `x-test-action`,
-//!   `x-test-delay-ms`, `x-test-reply-header`), and which records every
-//!   request it receives.
+//!   `x-test-delay-ms`, `x-test-reply-header`) and paths (`/download`,
+//!   `/stall`, `/ws`), and which records every request it receives.
+//! - [`Binary`]: the built `sessiongate` binary as its own process, for what
+//!   only a process shows: memory, signals, exit codes.
 //! - [`Harness`]: sessiongate (the library's server, on a real socket) in
 //!   front of two backends, with the Redis or the memory store.
 //! - [`Browser`]: an HTTP client that keeps the session cookie.
@@ -21,8 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -310,11 +315,41 @@ impl Drop for Backend {
     }
 }
 
+/// The size of the chunks `/download` sends.
+pub const CHUNK: usize = 64 * 1024;
+
+type TestBody = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// `n` bytes in `CHUNK`-sized chunks, made as they are sent.
+pub fn stream_of(n: u64) -> TestBody {
+    let chunks = futures_util::stream::unfold(n, |left| async move {
+        (left > 0).then(|| {
+            let size = left.min(CHUNK as u64);
+            (
+                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; size as usize]))),
+                left - size,
+            )
+        })
+    });
+    BodyExt::boxed(StreamBody::new(chunks))
+}
+
+fn query(path: &str, key: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
 async fn answer(
     name: &str,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     seen: &Mutex<Vec<Seen>>,
-) -> Response<Full<Bytes>> {
+) -> Response<TestBody> {
     let headers = request.headers().clone();
     let path = request.uri().to_string();
     seen.lock().unwrap().push(Seen {
@@ -322,19 +357,13 @@ async fn answer(
         path: path.clone(),
         headers: headers.clone(),
     });
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
     if let Some(ms) = headers
         .get("x-test-delay-ms")
         .and_then(|v| v.to_str().ok()?.parse().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let mut response = Response::builder().header("content-type", "application/json");
+    let mut response = Response::builder();
     for update in headers.get_all("x-test-update") {
         response = response.header("X-Session-Update", update.clone());
     }
@@ -345,13 +374,76 @@ async fn answer(
         let (k, v) = extra.to_str().unwrap().split_once(": ").unwrap();
         response = response.header(k, v);
     }
+    if path.starts_with("/ws") {
+        // A WebSocket echo whose first message is the session it saw.
+        let key = headers
+            .get("sec-websocket-key")
+            .expect("a websocket handshake")
+            .as_bytes();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+        let handshake = serde_json::json!({
+            "backend": name,
+            "x-session": headers.get("x-session").map(|v| v.to_str().unwrap()),
+            "x-session-status": headers.get("x-session-status").map(|v| v.to_str().unwrap()),
+        });
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                role,
+                None,
+            )
+            .await;
+            let _ = ws.send(handshake.to_string().into()).await;
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() || ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return response
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(full(Bytes::new()))
+            .unwrap();
+    }
+    if path.starts_with("/download") {
+        let n: u64 = query(&path, "bytes").unwrap().parse().unwrap();
+        if query(&path, "chunked").is_none() {
+            response = response.header("content-length", n);
+        }
+        return response.body(stream_of(n)).unwrap();
+    }
+    if path.starts_with("/stall") {
+        // A first chunk, then nothing, ever.
+        let first = futures_util::stream::once(async {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first")))
+        });
+        let never = futures_util::stream::pending();
+        return response
+            .body(BodyExt::boxed(StreamBody::new(first.chain(never))))
+            .unwrap();
+    }
+    // Count the body as it streams, without holding it.
+    let mut body_bytes = 0usize;
+    let mut body = request.into_body();
+    while let Some(Ok(frame)) = body.frame().await {
+        body_bytes += frame.data_ref().map_or(0, Bytes::len);
+    }
     let echo = serde_json::json!({
         "backend": name,
         "path": path,
-        "body_bytes": body.len(),
+        "body_bytes": body_bytes,
         "headers": headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<Vec<_>>(),
     });
-    response.body(Full::from(echo.to_string())).unwrap()
+    response
+        .header("content-type", "application/json")
+        .body(full(echo.to_string()))
+        .unwrap()
 }
 
 // ---------------------------------------------------------------- Proxy
@@ -418,6 +510,8 @@ pub struct Setup {
     pub server: String,
     /// Extra lines for `[upstreams]`.
     pub upstreams: String,
+    /// Extra lines for `[timeouts]`.
+    pub timeouts: String,
 }
 
 impl Setup {
@@ -430,6 +524,7 @@ impl Setup {
             store_extra: String::new(),
             server: String::new(),
             upstreams: String::new(),
+            timeouts: String::new(),
         }
     }
 
@@ -446,7 +541,8 @@ impl Setup {
              [upstreams]\nservers = [{}]\n{}\n\
              [cookie]\nsecrets = [{}]\n{}\n\
              [session]\n{}\n\
-             [store]\n{}\n{}\n",
+             [store]\n{}\n{}\n\
+             [timeouts]\n{}\n",
             self.server,
             servers.join(", "),
             self.upstreams,
@@ -455,6 +551,7 @@ impl Setup {
             self.session,
             store,
             self.store_extra,
+            self.timeouts,
         )
     }
 
@@ -675,4 +772,123 @@ macro_rules! behaviours {
             )*
         }
     };
+}
+
+// ---------------------------------------------------------------- Binary
+
+/// The built `sessiongate` binary running `run` with a configuration file,
+/// killed when dropped if still running.
+pub struct Binary {
+    pub addr: SocketAddr,
+    pub child: Child,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sessiongate-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Binary {
+    /// Runs the binary on `config` (whose `[server]` must not set `listen`:
+    /// a free port is chosen) and waits until it accepts connections.
+    pub fn start(config: &str) -> Binary {
+        let port = free_port();
+        let config = config.replacen(
+            "[server]\n",
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"),
+            1,
+        );
+        let config = config.replace("listen = \"127.0.0.1:0\"\n", "");
+        let dir = TempDir::new("binary");
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("SESSIONGATE_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sessiongate did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Binary {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Peak resident memory so far, in KiB (VmHWM from /proc).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal (`TERM`, `STOP`, `CONT`, …) to a process this test started.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
 }

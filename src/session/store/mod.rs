@@ -90,8 +90,8 @@ pub enum Saved {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No answer within the store deadline.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Timeout(#[from] crate::timeouts::Elapsed),
     /// Redis reported an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
@@ -150,14 +150,12 @@ impl Store {
         })
     }
 
-    /// Runs one store call under the store deadline: the one place it is enforced.
+    /// Runs one store call under the store deadline.
     async fn within<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.deadline, call)
-            .await
-            .map_err(|_| StoreError::Timeout(self.deadline))?
+        crate::timeouts::within("a session store call", self.deadline, call).await?
     }
 
     /// Checks that the store answers (used at start, to warn early).

@@ -1,0 +1,181 @@
+//! Balancing under failure (SPEC §7): a backend killed while traffic flows,
+//! active health checks taking a server out and bringing it back, passive
+//! ejection, weights, and every server down.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Browser, Proxy, Setup, StoreKind};
+use tokio::net::TcpListener;
+
+/// Brings a stopped backend back on its old address.
+async fn restart(name: &str, addr: std::net::SocketAddr) -> Backend {
+    for _ in 0..100 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return Backend::serve(name, listener);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{addr} could not be bound again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_run_leaves_every_get_answered() {
+    let mut h = Setup::new(StoreKind::Memory).start().await;
+    let browser = h.browser();
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (browser, answered) = (browser.clone(), answered.clone());
+        workers.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..60 {
+                // Some requests are on the backend when it dies.
+                let reply = browser.get_with("/", &[("x-test-delay-ms", "5")]).await;
+                statuses.push((reply.status, reply.session()["user"].clone()));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            statuses
+        });
+    }
+    while answered.load(Ordering::Relaxed) < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.backends[1].stop();
+    while let Some(statuses) = workers.join_next().await {
+        for (status, user) in statuses.unwrap() {
+            assert_eq!(status, 200);
+            assert_eq!(user, "ada");
+        }
+    }
+    let after = browser.get("/").await;
+    assert_eq!(after.backend(), "one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_takes_a_dead_backend_out_and_brings_it_back() {
+    let mut setup = Setup::new(StoreKind::Memory);
+    // Passive ejection would keep the server out for an hour: only the
+    // health check can bring it back.
+    setup.upstreams = "max_fails = 1\nfail_timeout = \"1h\"\n\
+        [upstreams.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\n\
+        healthy_threshold = 2\nunhealthy_threshold = 2\n"
+        .into();
+    let mut h = setup.start().await;
+    let browser = h.browser();
+    let addr = h.backends[1].addr;
+    h.backends[1].stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..6 {
+        let reply = browser.get("/").await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.backend()),
+            (200, "one".into())
+        );
+    }
+    h.backends[1] = restart("two", addr).await;
+    let started = Instant::now();
+    let mut back = false;
+    while started.elapsed() < Duration::from_secs(5) && !back {
+        back = browser.get("/").await.backend() == "two";
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "the health check did not bring the backend back");
+    let probes = h.backends[1]
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/healthz")
+        .count();
+    assert!(probes >= 2, "health checks probe /healthz ({probes} seen)");
+}
+
+#[tokio::test]
+async fn a_server_that_keeps_failing_is_taken_out_of_rotation() {
+    // A server that accepts connections and closes them at once.
+    let failing = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let failing_url = format!("http://{}", failing.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = failing.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let good = Backend::start("good").await;
+    let mut setup = Setup::new(StoreKind::Memory);
+    setup.upstreams = "max_fails = 2\nfail_timeout = \"1h\"\n".into();
+    let proxy = Proxy::start(&setup.config(&[failing_url, good.url()], None)).await;
+    let browser = Browser::new(proxy.addr);
+    for _ in 0..12 {
+        let reply = browser.get("/").await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.backend()),
+            (200, "good".into())
+        );
+    }
+    let tried = accepted.load(Ordering::Relaxed);
+    assert!(
+        tried <= 2,
+        "the failing server was tried {tried} times after max_fails = 2"
+    );
+}
+
+#[tokio::test]
+async fn weights_share_the_requests() {
+    let (a, b) = (Backend::start("heavy").await, Backend::start("light").await);
+    let servers = format!("{{ url = \"{}\", weight = 3 }}", a.url());
+    let config = Setup::new(StoreKind::Memory)
+        .config(&[b.url()], None)
+        .replace("servers = [", &format!("servers = [{servers}, "));
+    let proxy = Proxy::start(&config).await;
+    let browser = Browser::new(proxy.addr);
+    let mut heavy = 0;
+    for _ in 0..40 {
+        if browser.get("/").await.backend() == "heavy" {
+            heavy += 1;
+        }
+    }
+    assert_eq!(heavy, 30);
+}
+
+/// A listener whose accept queue is full: connecting to it hangs.
+async fn black_hole() -> (tokio::net::TcpListener, tokio::net::TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (listener, filler, format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn with_every_server_down_the_answer_is_an_immediate_502() {
+    let (_l1, _f1, one) = black_hole().await;
+    let (_l2, _f2, two) = black_hole().await;
+    let mut setup = Setup::new(StoreKind::Memory);
+    setup.upstreams =
+        "[upstreams.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_threshold = 1\n"
+            .into();
+    setup.timeouts = "upstream_connect = \"5s\"\n".into();
+    let proxy = Proxy::start(&setup.config(&[one, two], None)).await;
+    // Until the health checks have run, a request waits for the connect deadline.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let browser = Browser::new(proxy.addr);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let reply = browser.get("/").await;
+        assert_eq!(reply.status, 502);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no connection is attempted: {:?}",
+            started.elapsed()
+        );
+    }
+}
