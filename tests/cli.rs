@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{Backend, Browser, SECRET_A};
@@ -18,13 +17,6 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn terminate(pid: u32) {
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
 }
 
 #[test]
@@ -133,16 +125,9 @@ async fn run_serves_until_sigterm_then_exits_0() {
         .unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let browser = Browser::new(addr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "sessiongate did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until_listening(addr);
     assert_eq!(browser.get("/").await.backend(), "one");
-    terminate(child.id());
+    common::signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
@@ -205,6 +190,6 @@ async fn demo_shows_a_session_surviving_round_robin() {
         "{after}"
     );
 
-    terminate(child.id());
+    common::signal(child.id(), "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }

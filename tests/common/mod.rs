@@ -827,14 +827,7 @@ impl Binary {
             .spawn()
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sessiongate did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(addr);
         Binary {
             addr,
             child,
@@ -880,6 +873,15 @@ impl Drop for Binary {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Waits (up to 10 s) until something accepts connections on `addr`.
+pub fn wait_until_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
