@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// The most header fields a request may have.
     pub max_headers: usize,
+    /// Threads serving requests; 0 means one per CPU core.
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            worker_threads: 0,
         }
     }
 }
@@ -757,7 +760,7 @@ impl Config {
             ),
         };
         format!(
-            "listen     {listen} (HTTP/1.1 and h2c)\n\
+            "listen     {listen} (HTTP/1.1 and h2c), {threads}\n\
              upstreams  {servers} (round-robin)\n\
              health     {health}; out for {fail_timeout} after {max_fails} failed requests\n\
              timeouts   connect {connect}, response {response}, body idle {body}, request head {head}, \
@@ -767,6 +770,10 @@ impl Config {
              session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes\n\
              store      {store}\n",
             listen = self.server.listen,
+            threads = match self.server.worker_threads {
+                0 => "one worker thread per CPU core".to_string(),
+                n => format!("{n} worker thread(s)"),
+            },
             servers = servers.join(", "),
             fail_timeout = self.upstreams.fail_timeout,
             max_fails = self.upstreams.max_fails,

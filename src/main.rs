@@ -61,7 +61,7 @@ fn run(path: &Path) -> Result<()> {
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    runtime()?.block_on(async {
+    runtime(config.server.worker_threads)?.block_on(async {
         let server = Server::bind(&config).await?;
         server.run(shutdown_signal()).await;
         Ok(())
@@ -69,7 +69,7 @@ fn run(path: &Path) -> Result<()> {
 }
 
 fn demo(listen: std::net::SocketAddr) -> Result<()> {
-    runtime()?.block_on(async {
+    runtime(0)?.block_on(async {
         let demo = sessiongate::demo::start(listen).await?;
         let url = format!("http://{}/", demo.server.local_addr());
         println!("sessiongate demo: open {url}");
@@ -82,8 +82,13 @@ fn demo(listen: std::net::SocketAddr) -> Result<()> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime, with `worker_threads` threads (0: one per core).
+fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
