@@ -35,13 +35,16 @@ async fn main() {
                     let headers = response.headers_mut();
                     headers.insert("content-type", "text/plain".parse().unwrap());
                     if request.uri().path() == "/login" {
-                        let update = r#"{"user":"bench","roles":["reader","writer"],"cart":[1,2,3]}"#;
+                        let update =
+                            r#"{"user":"bench","roles":["reader","writer"],"cart":[1,2,3]}"#;
                         headers.insert("x-session-update", update.parse().unwrap());
                     }
                     Ok::<_, Infallible>(response)
                 }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -274,23 +274,28 @@ def machine():
     ]
 
 
-def idle_connections(port, pid, count):
-    """RSS growth of a proxy per idle keep-alive connection that served one request."""
+def idle_connections(port, pid, count, batch=100):
+    """RSS growth of a proxy per idle keep-alive connection that served one
+    request. Connections open in batches, as clients arrive, so the proxy
+    needs no more than `batch` backend connections at a time."""
     time.sleep(0.5)
     before = status_kib([pid], "VmRSS")
     sockets = []
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(request)
-        sockets.append(s)
-    for s in sockets:
-        data = b""
-        while b"backend" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise RuntimeError("a connection closed")
-            data += chunk
+    for start in range(0, count, batch):
+        opened = []
+        for _ in range(min(batch, count - start)):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request)
+            opened.append(s)
+        for s in opened:
+            data = b""
+            while b"backend" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("a connection closed")
+                data += chunk
+        sockets += opened
     time.sleep(1.0)
     after = status_kib([pid], "VmRSS")
     for s in sockets:
@@ -354,8 +359,11 @@ def main():
                 pids = children(pid) if pid else []
                 cpu_before = cpu_seconds(pids) if pids else 0
                 calls_before = redis_calls(redis_port)
+                redis_before = cpu_seconds([redis.pid])
                 result = wrk(url, args.seconds, header)
                 result["cpu_us"] = ((cpu_seconds(pids) - cpu_before) * 1e6 / result["requests"]) if pids else None
+                redis_cpu = (cpu_seconds([redis.pid]) - redis_before) * 1e6 / result["requests"]
+                result["redis_cpu_us"] = redis_cpu if uses_redis else None
                 top, all_calls, _ = redis_delta(calls_before, redis_calls(redis_port))
                 result["redis_top"] = top / result["requests"] if uses_redis else None
                 result["redis_all"] = all_calls / result["requests"] if uses_redis else None
@@ -398,7 +406,8 @@ def median(values):
 
 def report(args, setups, rounds, zero, per_connection, nginx_per_connection):
     med = {name: {key: median([r[key] for r in rounds[name]])
-                  for key in ["rps", "p50", "p99", "cpu_us", "rss_mib", "redis_top", "redis_all", "errors"]}
+                  for key in ["rps", "p50", "p99", "cpu_us", "rss_mib", "redis_top", "redis_all", "redis_cpu_us",
+                              "errors"]}
            for name, *_ in setups}
     direct_p99 = med["direct to a backend"]["p99"]
 
@@ -419,15 +428,16 @@ def report(args, setups, rounds, zero, per_connection, nginx_per_connection):
     lines += ["Machine:", ""] + [f"- {line}" for line in machine()] + [""]
     lines += [
         "| setup | req/s | p50 ms | p99 ms | p99 over direct ms | proxy CPU µs/req | proxy peak RSS MiB | "
-        "Redis commands/req (incl. inside scripts) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Redis commands/req (incl. inside scripts) | Redis CPU µs/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, *_ in setups:
         m = med[name]
         added = None if name.startswith("direct") else m["p99"] - direct_p99
         redis = "–" if m["redis_top"] is None else f"{m['redis_top']:.2f} ({m['redis_all']:.2f})"
         lines.append(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {fmt(added, '.2f')} | "
-                     f"{fmt(m['cpu_us'], '.1f')} | {fmt(m['rss_mib'], '.1f')} | {redis} | {m['errors']:.0f} |")
+                     f"{fmt(m['cpu_us'], '.1f')} | {fmt(m['rss_mib'], '.1f')} | {redis} | "
+                     f"{fmt(m['redis_cpu_us'], '.1f')} | {m['errors']:.0f} |")
     sg = med["sessiongate Redis, 1 thread"]
     nginx = med["nginx round-robin, 1 worker"]
     haproxy = med["HAProxy round-robin + cookie, 1 thread"]

@@ -19,8 +19,8 @@ pub enum ProxyError {
     Upstream {
         /// The server, as configured.
         server: String,
-        /// What hyper reported.
-        source: hyper_util::client::legacy::Error,
+        /// What failed.
+        source: crate::timeouts::BoxError,
     },
     /// An upstream server sent no response head in time.
     #[error("upstream {server}: {elapsed}")]
@@ -39,6 +39,17 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// An upstream failure at `server`.
+    pub fn upstream(
+        server: &crate::config::UpstreamUrl,
+        source: impl Into<crate::timeouts::BoxError>,
+    ) -> ProxyError {
+        ProxyError::Upstream {
+            server: server.to_string(),
+            source: source.into(),
+        }
+    }
+
     /// Which side failed, for logs.
     pub fn origin(&self) -> &'static str {
         match self {

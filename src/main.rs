@@ -85,6 +85,10 @@ fn demo(listen: std::net::SocketAddr) -> Result<()> {
 /// The async runtime, with `worker_threads` threads (0: one per core).
 fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Woken tasks wait their turn, so the Redis writer batches the commands
+    // of every ready request (see .cargo/config.toml).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
     if worker_threads > 0 {
         builder.worker_threads(worker_threads);
     }

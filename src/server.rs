@@ -21,7 +21,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::StartError;
 use crate::proxy::Gateway;
+use crate::proxy::headers::Client;
 use crate::timeouts::{Activity, GuardedStream, Timeouts, Tracked};
+
+/// hyper's own limit on header fields when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
@@ -47,12 +51,17 @@ impl Server {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The request-head and keep-alive deadlines are GuardedStream's;
         // hyper's own header timer would also cut idle keep-alive short.
-        http.http1()
+        let mut http1 = http.http1();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(None)
             .keep_alive(true)
-            .max_buf_size(config.server.max_header_bytes)
-            .max_headers(config.server.max_headers);
+            .max_buf_size(config.server.max_header_bytes);
+        // hyper parses into a stack array of its default size (100); a set
+        // limit costs a buffer initialized per request.
+        if config.server.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            http1.max_headers(config.server.max_headers);
+        }
         http.http2().timer(TokioTimer::new()).max_header_list_size(
             u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX),
         );
@@ -125,12 +134,14 @@ impl Server {
         let activity = Activity::new();
         let stream = GuardedStream::new(stream, activity.clone(), &self.timeouts);
         let gateway = self.gateway.clone();
+        let client = Arc::new(Client::new(peer));
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
             let activity = activity.clone();
+            let client = client.clone();
             async move {
                 let in_flight = activity.begin();
-                let response = gateway.handle(request, peer).await;
+                let response = gateway.handle(request, &client).await;
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     activity.upgraded();
                 }

@@ -1,8 +1,9 @@
 //! Header rules of the pipeline: the session header names and their prefix
 //! (SPEC §4), hop-by-hop fields (RFC 9110 §7.6.1) and `X-Forwarded-*`.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The session headers for a configured prefix, named once at start.
@@ -68,6 +69,10 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// upgrade`, when `keep_upgrade` is set: a protocol switch is forwarded as
 /// such (RFC 9110 §7.8).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names, no hashing.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let upgrade = headers.remove(header::UPGRADE);
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -103,21 +108,41 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP as a header value, made once per connection.
+    ip: HeaderValue,
+}
+
+impl Client {
+    /// The client connected from `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        let ip = Bytes::from(addr.ip().to_string());
+        Client {
+            addr,
+            ip: HeaderValue::from_maybe_shared(ip).expect("an IP address is a header value"),
+        }
+    }
+}
+
 /// Appends the client's address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
-    let earlier: Vec<&[u8]> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    let mut chain = Vec::with_capacity(64);
-    for hop in earlier {
-        chain.extend_from_slice(hop);
-        chain.extend_from_slice(b", ");
-    }
-    chain.extend_from_slice(client.to_string().as_bytes());
-    let chain = HeaderValue::from_bytes(&chain).expect("joined from header values and an address");
+pub fn set_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<HeaderValue>) {
+    let chain = match headers.get(&X_FORWARDED_FOR) {
+        None => client.ip.clone(),
+        Some(_) => {
+            let mut chain = Vec::with_capacity(64);
+            for hop in headers.get_all(&X_FORWARDED_FOR) {
+                chain.extend_from_slice(hop.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(client.ip.as_bytes());
+            HeaderValue::from_bytes(&chain).expect("joined from header values and an address")
+        }
+    };
     headers.insert(X_FORWARDED_FOR.clone(), chain);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     match host {
@@ -183,16 +208,18 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
-        set_forwarded(
-            &mut headers,
-            "127.0.0.1".parse().unwrap(),
-            Some(HeaderValue::from_static("example.com")),
-        );
+        let client = Client::new("127.0.0.1:4000".parse().unwrap());
+        let host = Some(HeaderValue::from_static("example.com"));
+        set_forwarded(&mut headers, &client, host);
         assert_eq!(
             headers["x-forwarded-for"],
             "203.0.113.7, 10.0.0.1, 127.0.0.1"
         );
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "example.com");
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, &client, None);
+        assert_eq!(fresh["x-forwarded-for"], "127.0.0.1");
+        assert!(!fresh.contains_key("x-forwarded-host"));
     }
 }

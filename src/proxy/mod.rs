@@ -15,14 +15,13 @@
 
 pub mod body;
 pub mod headers;
+pub mod pool;
 pub mod upgrade;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{HOST, SET_COOKIE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
@@ -30,7 +29,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use self::body::{ProxyBody, upstream_body};
-use self::headers::SessionHeaders;
+use self::headers::{Client, SessionHeaders};
 use self::upgrade::Tunnels;
 use self::upstream::{Outbound, Upstreams};
 use crate::config::Config;
@@ -93,11 +92,7 @@ impl Gateway {
     }
 
     /// Proxies one request; every failure becomes a short error response.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
         match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
@@ -110,7 +105,7 @@ impl Gateway {
     async fn proxy(
         &self,
         mut request: Request<Incoming>,
-        client: SocketAddr,
+        client: &Client,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // A protocol switch is an HTTP/1.1 affair (RFC 9110 §7.8).
         let upgrade =
@@ -118,12 +113,24 @@ impl Gateway {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let presented = self.request_filter(&mut parts.headers);
-        let mut session = self.sessions.resolve(presented).await?;
+        let session = self.sessions.resolve(presented).await?;
         let host = parts.headers.get(HOST).cloned().or_else(|| {
             let authority = parts.uri.authority()?;
             HeaderValue::from_str(authority.as_str()).ok()
         });
-        let headers = self.upstream_request(parts.headers, &mut session, client, host, upgrade);
+        let upstream_request = |headers: HeaderMap| {
+            self.upstream_request(headers, &session, client, host.clone(), upgrade)
+        };
+        // Only an idempotent request without a body may be sent a second
+        // time after a failure; only then are its headers kept for that.
+        let replayable = parts.method.is_idempotent() && http_body::Body::is_end_stream(&body);
+        let (headers, kept) = match replayable {
+            true => (upstream_request(parts.headers.clone()), Some(parts.headers)),
+            false => (upstream_request(parts.headers), None),
+        };
+        let replay = kept
+            .as_ref()
+            .map(|kept| move || upstream_request(kept.clone()));
         let path = parts
             .uri
             .path_and_query()
@@ -134,6 +141,9 @@ impl Gateway {
             path,
             headers,
             body,
+            replay: replay
+                .as_ref()
+                .map(|r| r as &(dyn Fn() -> HeaderMap + Sync)),
         };
         let mut response = self.upstreams.forward(outbound).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -169,13 +179,13 @@ impl Gateway {
     pub fn upstream_request(
         &self,
         mut headers: HeaderMap,
-        session: &mut Resolved,
-        client: SocketAddr,
+        session: &Resolved,
+        client: &Client,
         host: Option<HeaderValue>,
         upgrade: bool,
     ) -> HeaderMap {
         headers::remove_hop_by_hop(&mut headers, upgrade);
-        headers::set_forwarded(&mut headers, client.ip(), host.clone());
+        headers::set_forwarded(&mut headers, client, host.clone());
         if let (false, Some(host)) = (headers.contains_key(HOST), host) {
             // An HTTP/2 client names the host in :authority; HTTP/1.1 needs Host.
             headers.insert(HOST, host);
@@ -184,9 +194,8 @@ impl Gateway {
         let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
         headers.insert(names.id.clone(), sid);
         headers.insert(names.status.clone(), session.status.header_value());
-        // The text moves into the header; the rest of the request needs only sid and status.
-        let json = Bytes::from(std::mem::take(&mut session.json));
-        let json = HeaderValue::from_maybe_shared(json).expect("stores yield printable ASCII");
+        let json = HeaderValue::from_maybe_shared(session.json.clone())
+            .expect("stores yield printable ASCII");
         headers.insert(names.session.clone(), json);
         headers
     }

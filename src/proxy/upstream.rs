@@ -1,7 +1,7 @@
 //! The upstream servers (SPEC §7): weighted round-robin over the servers in
-//! rotation, no stickiness; the pooled HTTP/1.1 client; retries on the next
-//! server; passive ejection of a server that keeps failing; active health
-//! checks (`[upstreams.health]`).
+//! rotation, no stickiness; a keep-alive connection pool per server
+//! ([`super::pool`]); retries on the next server; passive ejection of a
+//! server that keeps failing; active health checks (`[upstreams.health]`).
 //!
 //! A server is out of rotation while it is ejected (`max_fails` failures in a
 //! row, for `fail_timeout`) or while the health check holds it down. When no
@@ -12,17 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use http::header::{HOST, USER_AGENT};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::body::RequestBody;
+use super::pool::{Pool, PooledBody, Sent};
 use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
 use crate::error::ProxyError;
 use crate::timeouts::{Timeouts, within};
@@ -33,7 +31,6 @@ pub struct Upstreams {
     /// One period of smooth weighted round-robin: indices into `servers`.
     schedule: Vec<usize>,
     next: AtomicUsize,
-    client: Client<HttpConnector, RequestBody>,
     max_fails: u32,
     fail_timeout: Duration,
     response_timeout: Duration,
@@ -45,6 +42,7 @@ pub struct Upstreams {
 /// One server and what is known of its health.
 struct Server {
     url: UpstreamUrl,
+    pool: Arc<Pool>,
     /// Failed requests in a row.
     fails: AtomicU32,
     /// Ejected until this many ms after `Upstreams::origin` (0: not ejected).
@@ -55,7 +53,7 @@ struct Server {
 
 /// A request on its way upstream, without its URI's scheme and authority,
 /// which each attempt fills in for its server.
-pub struct Outbound {
+pub struct Outbound<'a> {
     /// The method.
     pub method: Method,
     /// The path and query, as the client sent them.
@@ -64,20 +62,14 @@ pub struct Outbound {
     pub headers: HeaderMap,
     /// The client's body.
     pub body: Incoming,
+    /// Makes the headers again, for an idempotent bodiless request whose
+    /// first attempt was sent but got no response head.
+    pub replay: Option<&'a (dyn Fn() -> HeaderMap + Sync)>,
 }
 
 impl Upstreams {
     /// Prepares the pool and its client.
     pub fn new(config: &UpstreamsConfig, timeouts: &Timeouts) -> Upstreams {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeouts.upstream_connect));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(timeouts.upstream_idle)
-            .pool_max_idle_per_host(config.max_idle_connections)
-            .build(connector);
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
         Upstreams {
             servers: config
@@ -85,6 +77,12 @@ impl Upstreams {
                 .iter()
                 .map(|s| Server {
                     url: s.url.clone(),
+                    pool: Arc::new(Pool::new(
+                        s.url.clone(),
+                        config.max_idle_connections,
+                        timeouts.upstream_idle,
+                        timeouts.upstream_connect,
+                    )),
                     fails: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
                     checked_down: AtomicBool::new(false),
@@ -92,7 +90,6 @@ impl Upstreams {
                 .collect(),
             schedule: smooth_weighted_schedule(&weights),
             next: AtomicUsize::new(0),
-            client,
             max_fails: config.max_fails,
             fail_timeout: config.fail_timeout.0,
             response_timeout: timeouts.upstream_response,
@@ -152,69 +149,94 @@ impl Upstreams {
         }
     }
 
-    /// Sends a request to the next server in turn. A request is sent again,
-    /// to the next server in rotation, when its connection failed before
-    /// anything was sent (body and all), and, for an idempotent request
-    /// without a body (RFC 9110 §9.2.2), when no response head came back.
-    pub async fn forward(&self, outbound: Outbound) -> Result<Response<Incoming>, ProxyError> {
+    /// Sends a request to the next server in turn. A request goes to the
+    /// next server in rotation when connecting failed (nothing was sent, so
+    /// its body goes too), and, for an idempotent request without a body
+    /// (RFC 9110 §9.2.2), when it was sent but no response head came back.
+    pub async fn forward(
+        &self,
+        outbound: Outbound<'_>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let Outbound {
             method,
             path,
             headers,
             body,
+            replay,
         } = outbound;
         let mut index = self.pick().ok_or(ProxyError::NoUpstream)?;
-        let (mut body, mut reclaim) = RequestBody::new(body, self.body_idle);
-        let replayable = method.is_idempotent() && body.is_empty();
-        let mut tried = Vec::new();
+        let mut body = RequestBody::new(body, self.body_idle);
+        let replay = replay.filter(|_| method.is_idempotent() && body.is_empty());
         let mut headers = Some(headers);
+        let mut tried = vec![];
         loop {
-            tried.push(index);
-            let next = self.pick_after(index, &tried);
-            // A later attempt needs the headers again; the last one takes them.
-            let attempt_headers = match next {
-                Some(_) => headers.clone().unwrap_or_default(),
-                None => headers.take().unwrap_or_default(),
-            };
             let server = &self.servers[index];
-            let request = build_request(&method, &server.url, &path, attempt_headers, body);
-            let sent = self.client.request(request);
-            let (error, connect_failed) =
-                match within("the upstream response head", self.response_timeout, sent).await {
-                    Ok(Ok(response)) => {
-                        self.succeeded(index);
-                        return Ok(response);
+            let failure = match server.pool.checkout().await {
+                Err(error) => ProxyError::upstream(&server.url, error),
+                Ok(connection) => {
+                    let reused = connection.reused;
+                    let request_headers = match (headers.take(), replay) {
+                        (Some(headers), _) => headers,
+                        (None, Some(replay)) => replay(),
+                        (None, None) => unreachable!("headers are only spent when a replay exists"),
+                    };
+                    let request = build_request(&method, &server.url, &path, request_headers, body);
+                    body = RequestBody::empty();
+                    match within(
+                        "the upstream response head",
+                        self.response_timeout,
+                        connection.send(request),
+                    )
+                    .await
+                    {
+                        Ok(Sent::Response(response)) => {
+                            self.succeeded(index);
+                            return Ok(response);
+                        }
+                        Ok(Sent::Unsent(request, error)) => {
+                            let (parts, unsent_body) = request.into_parts();
+                            (headers, body) = (Some(parts.headers), unsent_body);
+                            if reused {
+                                // A pooled connection closed meanwhile: another one, same server.
+                                continue;
+                            }
+                            ProxyError::upstream(&server.url, error)
+                        }
+                        Ok(Sent::Failed(error)) => ProxyError::upstream(&server.url, error),
+                        Err(elapsed) => ProxyError::UpstreamTimeout {
+                            server: server.url.to_string(),
+                            elapsed,
+                        },
                     }
-                    Ok(Err(source)) => {
-                        let connect_failed = source.is_connect();
-                        let server = server.url.to_string();
-                        (ProxyError::Upstream { server, source }, connect_failed)
-                    }
-                    Err(elapsed) => {
-                        let server = server.url.to_string();
-                        (ProxyError::UpstreamTimeout { server, elapsed }, false)
-                    }
-                };
+                }
+            };
             self.failed(index);
-            let retry = match (next, connect_failed || replayable) {
-                (Some(next), true) => reclaim.reclaim().map(|again| (next, again)),
-                _ => None,
+            tried.push(index);
+            let can_resend = headers.is_some() || replay.is_some();
+            let Some(next) = self.pick_after(index, &tried).filter(|_| can_resend) else {
+                return Err(failure);
             };
-            let Some((next, (next_body, next_reclaim))) = retry else {
-                return Err(error);
-            };
-            warn!(%error, next = %self.servers[next].url, "upstream failed; trying the next server");
-            (index, body, reclaim) = (next, next_body, next_reclaim);
+            warn!(error = %failure, next = %self.servers[next].url, "upstream failed; trying the next server");
+            index = next;
         }
     }
 
-    /// Active health checks, until `stop`: every `interval`, each server is
-    /// probed with `GET <path>`; a 2xx or 3xx answer within `timeout` is good.
+    /// Closes idle pooled connections past the idle timeout.
+    pub fn sweep_idle(&self) {
+        for server in &self.servers {
+            server.pool.sweep();
+        }
+    }
+
+    /// Background upkeep, until `stop`: idle pooled connections past their
+    /// timeout are closed and, with `[upstreams.health]`, every `interval`
+    /// each server is probed with `GET <path>`; a 2xx or 3xx answer within
+    /// `timeout` is good.
     /// `unhealthy_threshold` bad probes in a row take a server out,
     /// `healthy_threshold` good ones bring it back (ending any ejection).
     pub async fn check_health(self: Arc<Self>, stop: CancellationToken) {
         let Some(health) = self.health.clone() else {
-            return;
+            return self.sweep_until(stop).await;
         };
         let path: PathAndQuery = health
             .path
@@ -228,6 +250,7 @@ impl Upstreams {
                 _ = ticks.tick() => {}
                 () = stop.cancelled() => return,
             }
+            self.sweep_idle();
             let mut probes = tokio::task::JoinSet::new();
             for index in 0..self.servers.len() {
                 let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout.0);
@@ -261,21 +284,42 @@ impl Upstreams {
     }
 
     async fn probe(&self, index: usize, path: &PathAndQuery, timeout: Duration) -> bool {
-        let url = &self.servers[index].url;
+        let server = &self.servers[index];
         let mut headers = HeaderMap::new();
-        let host =
-            HeaderValue::from_str(url.authority.as_str()).expect("an authority is a header value");
-        headers.insert(HOST, host);
         headers.insert(
             USER_AGENT,
             HeaderValue::from_static("sessiongate-health-check"),
         );
-        let request = build_request(&Method::GET, url, path, headers, RequestBody::empty());
-        match within("a health check", timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => {
-                response.status().is_success() || response.status().is_redirection()
+        let request = build_request(
+            &Method::GET,
+            &server.url,
+            path,
+            headers,
+            RequestBody::empty(),
+        );
+        let attempt = async {
+            let connection = server.pool.checkout().await.ok()?;
+            match connection.send(request).await {
+                Sent::Response(response) => Some(response.status()),
+                Sent::Unsent(..) | Sent::Failed(_) => None,
             }
+        };
+        match within("a health check", timeout, attempt).await {
+            Ok(Some(status)) => status.is_success() || status.is_redirection(),
             _ => false,
+        }
+    }
+}
+
+impl Upstreams {
+    /// Without health checks: only closes expired idle connections, now and then.
+    async fn sweep_until(&self, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.sweep_idle(),
+                () = stop.cancelled() => return,
+            }
         }
     }
 }
@@ -299,21 +343,24 @@ fn smooth_weighted_schedule(weights: &[u32]) -> Vec<usize> {
         .collect()
 }
 
+/// The request as a server gets it: origin-form target (RFC 9112 §3.2.1),
+/// HTTP/1.1 whatever the client spoke, and a `Host` (the client's, or the
+/// server's own name when the client sent none).
 fn build_request(
     method: &Method,
     server: &UpstreamUrl,
     path: &PathAndQuery,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: RequestBody,
 ) -> Request<RequestBody> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(server.authority.clone());
-    uri.path_and_query = Some(path.clone());
+    if !headers.contains_key(HOST) {
+        let host = HeaderValue::from_str(server.authority.as_str())
+            .expect("an authority is a header value");
+        headers.insert(HOST, host);
+    }
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
-    *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path are each valid");
-    // Upstreams speak HTTP/1.1 whatever the client spoke.
+    *request.uri_mut() = Uri::from(path.clone());
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request

@@ -166,7 +166,14 @@ impl CookieCodec {
     /// that fail verification are ignored.
     pub fn take_from(&self, headers: &mut http::HeaderMap) -> Presented {
         let mut presented = Presented::None;
-        if !headers.contains_key(http::header::COOKIE) {
+        // Most requests either carry no session cookie or carry it in the
+        // only Cookie field: look before taking anything apart.
+        let name = self.name().as_bytes();
+        let mentioned = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .any(|field| field.as_bytes().windows(name.len()).any(|w| w == name));
+        if !mentioned {
             return presented;
         }
         // HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3): read them all.

@@ -11,6 +11,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use http::HeaderValue;
 use tracing::warn;
 
@@ -49,7 +50,7 @@ pub struct Resolved {
     /// Whether it was found.
     pub status: Status,
     /// The `X-Session` text: compact ASCII JSON.
-    pub json: String,
+    pub json: Bytes,
 }
 
 impl Resolved {
@@ -57,7 +58,7 @@ impl Resolved {
         Resolved {
             sid,
             status,
-            json: "{}".to_string(),
+            json: Bytes::from_static(b"{}"),
         }
     }
 }
@@ -157,7 +158,7 @@ impl Sessions {
             Ok(Some(json)) => Ok(Resolved {
                 sid,
                 status: Status::Active,
-                json,
+                json: Bytes::from(json),
             }),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),

@@ -7,9 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::fmt;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, ProtocolVersion, Script, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, RedisWrite,
+    Script, ServerErrorKind, ToRedisArgs,
+};
 
 use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
 use crate::config::StoreConfig;
@@ -21,9 +26,56 @@ pub struct RedisStore {
     connection: ConnectionManager,
     key_prefix: String,
     policy: SessionPolicy,
-    load: Script,
-    save: Script,
-    take: Script,
+    load: Lua,
+    save: Lua,
+    take: Lua,
+}
+
+/// A session's key, `<key_prefix><sid>`, written straight into a command.
+struct SessionKey<'a>(&'a str, &'a Sid);
+
+impl fmt::Display for SessionKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1.as_str())
+    }
+}
+
+impl ToRedisArgs for SessionKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg_fmt(self);
+    }
+}
+
+/// One of the Lua scripts, called as `EVALSHA <sha> 1 <key> <args…>` and
+/// loaded again when Redis answers NOSCRIPT (after a restart, say).
+struct Lua(Script);
+
+impl Lua {
+    fn new(source: &str) -> Lua {
+        Lua(Script::new(source))
+    }
+
+    /// `EVALSHA` of this script for one key; add the arguments to it.
+    fn call(&self, key: SessionKey<'_>) -> Cmd {
+        let mut cmd = Cmd::with_capacity(8, 160);
+        cmd.arg("EVALSHA").arg(self.0.get_hash()).arg(1).arg(key);
+        cmd
+    }
+
+    async fn run<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        connection: &mut ConnectionManager,
+    ) -> RedisResult<T> {
+        match cmd.query_async(connection).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.0.load_async(connection).await?;
+                cmd.query_async(connection).await
+            }
+            result => result,
+        }
+    }
 }
 
 impl RedisStore {
@@ -53,17 +105,14 @@ impl RedisStore {
             connection,
             key_prefix: config.key_prefix.clone(),
             policy,
-            load: Script::new(include_str!("scripts/load.lua")),
-            save: Script::new(include_str!("scripts/save.lua")),
-            take: Script::new(include_str!("scripts/take.lua")),
+            load: Lua::new(include_str!("scripts/load.lua")),
+            save: Lua::new(include_str!("scripts/save.lua")),
+            take: Lua::new(include_str!("scripts/take.lua")),
         })
     }
 
-    fn key(&self, sid: &Sid) -> String {
-        let mut key = String::with_capacity(self.key_prefix.len() + sid.as_str().len());
-        key.push_str(&self.key_prefix);
-        key.push_str(sid.as_str());
-        key
+    fn key<'a>(&'a self, sid: &'a Sid) -> SessionKey<'a> {
+        SessionKey(&self.key_prefix, sid)
     }
 
     /// One PING.
@@ -76,56 +125,70 @@ impl RedisStore {
     }
 }
 
-/// The flat `[field, value, …]` array the scripts return, as string pairs.
-fn field_pairs(reply: &Value) -> Result<Vec<(&str, &str)>, StoreError> {
-    let Value::Array(items) = reply else {
-        return Err(StoreError::Protocol(format!(
-            "expected an array, got {reply:?}"
-        )));
-    };
-    fn text(v: &Value) -> Result<&str, StoreError> {
-        match v {
-            Value::BulkString(bytes) => std::str::from_utf8(bytes)
-                .map_err(|_| StoreError::Protocol("a field that is not UTF-8".into())),
-            other => Err(StoreError::Protocol(format!(
-                "expected a string, got {other:?}"
-            ))),
+/// The fields and values the load and take scripts return, decoded from
+/// their `<length>:<bytes>` encoding as string pairs.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn next_item(&mut self) -> Result<Option<&'a str>, StoreError> {
+        if self.0.is_empty() {
+            return Ok(None);
         }
+        let bad = || StoreError::Protocol("a malformed field list".into());
+        let colon = self.0.iter().position(|&b| b == b':').ok_or_else(bad)?;
+        let length: usize = std::str::from_utf8(&self.0[..colon])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        let rest = &self.0[colon + 1..];
+        let item = rest.get(..length).ok_or_else(bad)?;
+        self.0 = &rest[length..];
+        std::str::from_utf8(item)
+            .map(Some)
+            .map_err(|_| StoreError::Protocol("a field that is not UTF-8".into()))
     }
-    items
-        .chunks(2)
-        .map(|pair| match pair {
-            [field, value] => Ok((text(field)?, text(value)?)),
-            _ => Err(StoreError::Protocol("an odd number of items".into())),
-        })
-        .collect()
+
+    fn next_pair(&mut self) -> Result<Option<(&'a str, &'a str)>, StoreError> {
+        let Some(field) = self.next_item()? else {
+            return Ok(None);
+        };
+        let value = self
+            .next_item()?
+            .ok_or_else(|| StoreError::Protocol("a field without a value".into()))?;
+        Ok(Some((field, value)))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(&'a str, &'a str), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_pair().transpose()
+    }
 }
 
 impl SessionStore for RedisStore {
     async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .load
-            .key(self.key(sid))
-            .arg(self.policy.idle.as_millis() as u64)
-            .arg(self.policy.absolute.as_millis() as u64)
-            .invoke_async(&mut connection)
-            .await?;
-        let fields = field_pairs(&reply)?;
-        if fields.is_empty() {
+        let mut call = self.load.call(self.key(sid));
+        call.arg(self.policy.idle.as_millis() as u64)
+            .arg(self.policy.absolute.as_millis() as u64);
+        let reply: Vec<u8> = self.load.run(&call, &mut connection).await?;
+        if reply.is_empty() {
             return Ok(None);
         }
         // sessiongate stores printable ASCII only; anything else was written by
         // someone else and must not reach a header.
-        if !fields
-            .iter()
-            .all(|(_, v)| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
-        {
-            tracing::error!(
-                "a stored session holds a value sessiongate did not write; ignoring it"
-            );
-            return Ok(None);
+        for pair in Fields(&reply) {
+            let (_, value) = pair?;
+            if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                tracing::error!(
+                    "a stored session holds a value sessiongate did not write; ignoring it"
+                );
+                return Ok(None);
+            }
         }
+        let fields = Fields(&reply).map(|pair| pair.expect("decoded once already"));
         Ok(Some(encode_session(fields)))
     }
 
@@ -136,26 +199,25 @@ impl SessionStore for RedisStore {
         changes: &Changes,
     ) -> Result<Saved, StoreError> {
         let mut connection = self.connection.clone();
-        let mut invocation = self.save.key(self.key(sid));
+        let mut call = self.save.call(self.key(sid));
         let created = match mode {
             SaveMode::Create { created_ms } => {
-                invocation.arg("create");
+                call.arg("create");
                 created_ms
             }
             SaveMode::Update => {
-                invocation.arg("update");
+                call.arg("update");
                 None
             }
         };
-        invocation
-            .arg(self.policy.idle.as_millis() as u64)
+        call.arg(self.policy.idle.as_millis() as u64)
             .arg(self.policy.absolute.as_millis() as u64)
             .arg(self.policy.max_bytes)
             .arg(created.map(|ms| ms.to_string()).unwrap_or_default());
         for (field, value) in changes.iter() {
-            invocation.arg(field).arg(value.unwrap_or(""));
+            call.arg(field).arg(value.unwrap_or(""));
         }
-        let reply: String = invocation.invoke_async(&mut connection).await?;
+        let reply: String = self.save.run(&call, &mut connection).await?;
         match reply.as_str() {
             "ok" => Ok(Saved::Stored),
             "gone" => Ok(Saved::Gone),
@@ -172,18 +234,12 @@ impl SessionStore for RedisStore {
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .take
-            .key(self.key(sid))
-            .invoke_async(&mut connection)
-            .await?;
-        let pairs = field_pairs(&reply)?;
-        if pairs.is_empty() {
-            return Ok(None);
-        }
+        let call = self.take.call(self.key(sid));
+        let reply: Vec<u8> = self.take.run(&call, &mut connection).await?;
         let mut created_ms = None;
         let mut fields = BTreeMap::new();
-        for (field, value) in pairs {
+        for pair in Fields(&reply) {
+            let (field, value) = pair?;
             if field == "__created" {
                 created_ms = value.parse().ok();
             } else if !field.starts_with(META_PREFIX) {
@@ -201,5 +257,47 @@ impl SessionStore for RedisStore {
             .query_async::<()>(&mut connection)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fields;
+
+    fn decode(text: &str) -> Result<Vec<(String, String)>, String> {
+        Fields(text.as_bytes())
+            .map(|p| {
+                p.map(|(k, v)| (k.to_string(), v.to_string()))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_scripts_field_encoding_decodes_to_pairs() {
+        assert_eq!(decode("").unwrap(), []);
+        let pairs = decode("9:__created13:17637432000004:user5:\"ada\"0:2:{}").unwrap();
+        let expected = [
+            ("__created", "1763743200000"),
+            ("user", "\"ada\""),
+            ("", "{}"),
+        ];
+        assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+        let colons = decode("3:a:b3:c:d").unwrap();
+        assert_eq!(colons, [("a:b".to_string(), "c:d".to_string())]);
+    }
+
+    #[test]
+    fn a_malformed_field_list_is_an_error_not_a_panic() {
+        for bad in [
+            "5:abc",
+            "x:ab",
+            "3:abc",
+            "3:abc9:",
+            ":",
+            "18446744073709551616:a",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
     }
 }
