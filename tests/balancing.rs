@@ -179,3 +179,52 @@ async fn with_every_server_down_the_answer_is_an_immediate_502() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_backend_that_closes_idle_connections_causes_no_failed_request() {
+    // An app server with a short keep-alive: it closes every connection
+    // that has been idle for 100 ms, without a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(100))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let proxy =
+        Proxy::start(&Setup::new(StoreKind::Memory).config(&[format!("http://{addr}")], None))
+            .await;
+    let browser = Browser::new(proxy.addr);
+    for round in 0..8 {
+        // Bursts keep several pooled connections; the pauses let the server close them.
+        for _ in 0..4 {
+            assert_eq!(
+                browser
+                    .send("POST", "/", &[], bytes::Bytes::from_static(b"x"))
+                    .await
+                    .status,
+                200,
+                "round {round}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 32);
+}
