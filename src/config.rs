@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Threads serving requests; 0 means one per CPU core.
     pub worker_threads: usize,
+    /// Peers (a TLS-terminating proxy in front) whose `X-Forwarded-Proto`
+    /// and `X-Forwarded-Host` are passed on instead of replaced.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             worker_threads: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -271,7 +275,7 @@ pub struct CookieConfig {
     #[serde(default = "default_cookie_name", deserialize_with = "cookie_name")]
     pub name: String,
     /// The first secret signs; every secret verifies (key rotation).
-    #[serde(deserialize_with = "non_empty")]
+    #[serde(deserialize_with = "secret_list")]
     pub secrets: Vec<Secret>,
     /// The `Secure` attribute.
     #[serde(default = "yes")]
@@ -333,7 +337,7 @@ impl Secret {
                 .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?;
             (entry.to_string(), value.trim().to_string(), false)
         } else if let Some(path) = entry.strip_prefix("file:") {
-            let value = std::fs::read_to_string(path)
+            let value = read_secret_file(path)
                 .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
             (
                 entry.to_string(),
@@ -356,6 +360,21 @@ impl Secret {
             readable_by_others,
         })
     }
+}
+
+/// The most a secret file may hold: a key, not a disk (nor `/dev/zero`).
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+fn read_secret_file(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other("it is larger than 64 KiB"));
+    }
+    Ok(text)
 }
 
 #[cfg(unix)]
@@ -403,7 +422,7 @@ impl Default for SessionConfig {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Which store keeps the sessions.
@@ -430,6 +449,19 @@ impl Default for StoreConfig {
             timeout: Dur(Duration::from_secs(1)),
             retry_after: Dur(Duration::from_secs(5)),
         }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("on_error", &self.on_error)
+            .field("timeout", &self.timeout)
+            .field("retry_after", &self.retry_after)
+            .finish()
     }
 }
 
@@ -502,6 +534,36 @@ where
         ));
     }
     Ok(items)
+}
+
+/// `cookie.secrets`: a non-empty list. Whatever else was written is not
+/// repeated in the error: it may be a secret without its brackets.
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    struct Visitor;
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<Secret>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of secrets, as in secrets = [\"env:SESSIONGATE_SECRET\"]")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Secret>, A::Error> {
+            let mut secrets = Vec::new();
+            while let Some(secret) = seq.next_element()? {
+                secrets.push(secret);
+            }
+            if secrets.is_empty() {
+                return Err(de::Error::custom(
+                    "the list is empty; give at least one secret",
+                ));
+            }
+            Ok(secrets)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<Secret>, E> {
+            Err(E::custom(
+                "must be a list, as in secrets = [\"env:SESSIONGATE_SECRET\"] (the value is not shown)",
+            ))
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// RFC 6265 §4.1.1: a cookie name is an RFC 9110 token.
@@ -1013,6 +1075,36 @@ mod tests {
         assert_eq!(secret.bytes, SECRET.as_bytes());
         assert!(secret.readable_by_others);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_written_without_brackets_is_not_repeated_in_the_error() {
+        let text = "[upstreams]\nservers = [\"http://127.0.0.1:9001\"]\n[cookie]\nsecrets = \"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t\"\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.contains("cookie.secrets") && err.contains("must be a list"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "the secret leaked: {err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_the_redis_password() {
+        let config = parse(&minimal(
+            "[store]\nurl = \"redis://app:pa55word@127.0.0.1:6379/0\"\n",
+        ))
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains(SECRET) && !debug.contains("pa55word"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_that_never_ends_is_refused_not_read_forever() {
+        let err = Secret::resolve("file:/dev/zero").unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
     }
 
     #[test]

@@ -183,31 +183,32 @@ impl CookieCodec {
         };
         let mut kept = Vec::with_capacity(fields.len());
         for field in fields {
-            let Ok(text) = field.to_str() else {
-                kept.push(field);
-                continue;
-            };
-            let mut others: Vec<&str> = Vec::new();
+            // Pieces are split as bytes, and a cookie is ours by its name
+            // alone: one with a value that is not UTF-8 still goes. The
+            // other pieces stay as they were sent.
+            let mut others: Vec<&[u8]> = Vec::new();
             let mut found_here = false;
-            for piece in text.split(';') {
-                match Cookie::parse(piece.trim()) {
-                    Ok(c) if c.name() == self.name() => {
-                        found_here = true;
-                        presented = presented.and(self.verify(c.value()));
-                    }
-                    _ => others.push(piece.trim()),
+            for piece in field
+                .as_bytes()
+                .split(|&b| b == b';')
+                .map(<[u8]>::trim_ascii)
+            {
+                let named = piece.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii);
+                if piece.contains(&b'=') && named == Some(self.name().as_bytes()) {
+                    found_here = true;
+                    let value = std::str::from_utf8(piece)
+                        .ok()
+                        .and_then(|p| Cookie::parse(p).ok());
+                    presented = presented.and(value.and_then(|c| self.verify(c.value())));
+                } else if !piece.is_empty() {
+                    others.push(piece);
                 }
             }
             if !found_here {
                 kept.push(field);
-            } else if others.iter().any(|p| !p.is_empty()) {
-                let rest = others
-                    .into_iter()
-                    .filter(|p| !p.is_empty())
-                    .collect::<Vec<_>>();
-                kept.push(
-                    HeaderValue::try_from(rest.join("; ")).expect("taken from a header value"),
-                );
+            } else if !others.is_empty() {
+                let rest = others.join(&b"; "[..]);
+                kept.push(HeaderValue::from_bytes(&rest).expect("taken from a header value"));
             }
         }
         for field in kept {
@@ -397,6 +398,17 @@ mod tests {
         headers.insert("cookie", "sg_session=garbage; a=b".parse().unwrap());
         assert_eq!(codec.take_from(&mut headers), Presented::None);
         assert_eq!(headers.get("cookie").unwrap(), "a=b");
+    }
+
+    #[test]
+    fn a_session_cookie_with_a_value_that_is_not_utf8_is_still_taken_out() {
+        // Found by fuzzing (fuzz/fuzz_targets/cookie.rs).
+        let codec = codec(&[A]);
+        let mut headers = http::HeaderMap::new();
+        let field = b"sg_session=i\x92on=sg_session=; sg_session=x; other=\xe9";
+        headers.insert("cookie", HeaderValue::from_bytes(field).unwrap());
+        assert_eq!(codec.take_from(&mut headers), Presented::None);
+        assert_eq!(headers["cookie"].as_bytes(), b"other=\xe9");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`Backend`]: an HTTP upstream on loopback whose answers the test steers
 //!   through request headers (`x-test-update`, `x-test-action`,
 //!   `x-test-delay-ms`, `x-test-reply-header`) and paths (`/download`,
-//!   `/stall`, `/ws`), and which records every request it receives.
+//!   `/stall`, `/ws`, `/big-update`, `/many-updates`), and which records
+//!   every request it receives.
 //! - [`Binary`]: the built `sessiongate` binary as its own process, for what
 //!   only a process shows: memory, signals, exit codes.
 //! - [`Harness`]: sessiongate (the library's server, on a real socket) in
@@ -417,6 +418,22 @@ async fn answer(
             response = response.header("content-length", n);
         }
         return response.body(stream_of(n)).unwrap();
+    }
+    if path.starts_with("/big-update") {
+        // One update header of about `bytes` bytes.
+        let n: usize = query(&path, "bytes").unwrap().parse().unwrap();
+        let update = format!("{{\"pad\":\"{}\"}}", "x".repeat(n));
+        return response
+            .header("X-Session-Update", update)
+            .body(full("big"))
+            .unwrap();
+    }
+    if path.starts_with("/many-updates") {
+        let n: usize = query(&path, "count").unwrap().parse().unwrap();
+        for i in 0..n {
+            response = response.header("X-Session-Update", format!("{{\"k{i}\":{i}}}"));
+        }
+        return response.body(full("many")).unwrap();
     }
     if path.starts_with("/stall") {
         // A first chunk, then nothing, ever.

@@ -1,0 +1,114 @@
+//! Resource abuse: huge request heads, huge and numerous updates, many
+//! sessions and sprayed cookies leave the sessiongate process with bounded
+//! memory (its VmHWM from /proc) and Redis untouched by invalid cookies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Binary, Browser, Redis, Setup, StoreKind};
+use serde_json::json;
+
+const PEAK_LIMIT_KIB: u64 = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_of_every_kind_leaves_memory_bounded_and_redis_untouched() {
+    let redis = Redis::start();
+    let backend = Backend::start("target").await;
+    let setup = Setup::new(StoreKind::Redis);
+    let binary = Binary::start(&setup.config(&[backend.url()], Some(&redis.url())));
+    let browser = Browser::new(binary.addr);
+    browser
+        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
+        .await;
+    browser.get("/").await;
+
+    // Request heads far beyond the limit are refused, not buffered.
+    let huge = "h".repeat(1_000_000);
+    for _ in 0..20 {
+        assert_eq!(
+            Browser::new(binary.addr)
+                .get_with("/", &[("x-big", &huge)])
+                .await
+                .status,
+            431
+        );
+    }
+
+    // An update far beyond max_bytes, again and again: refused, logged, the
+    // response still arrives.
+    for _ in 0..50 {
+        let reply = browser.get("/big-update?bytes=300000").await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(browser.get("/").await.session(), json!({"user": "ada"}));
+
+    // A backend head larger than the proxy accepts from a backend: 502.
+    let reply = browser.get("/big-update?bytes=2000000").await;
+    assert_eq!(reply.status, 502);
+
+    // Many updates in one response: merged within the header-count limit...
+    let reply = browser.get("/many-updates?count=90").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(browser.get("/").await.session()["k89"], 89);
+    // ...and beyond it, the backend's response is refused as malformed.
+    assert_eq!(browser.get("/many-updates?count=500").await.status, 502);
+
+    // Many sessions: they live in Redis, not in the proxy.
+    let mut creators = tokio::task::JoinSet::new();
+    for worker in 0..20 {
+        let addr = binary.addr;
+        creators.spawn(async move {
+            for i in 0..100 {
+                let visitor = Browser::new(addr);
+                let update =
+                    json!({ "visitor": worker * 100 + i, "pad": "p".repeat(2000) }).to_string();
+                assert_eq!(
+                    visitor
+                        .get_with("/", &[("x-test-update", &update)])
+                        .await
+                        .status,
+                    200
+                );
+            }
+        });
+    }
+    while let Some(done) = creators.join_next().await {
+        done.unwrap();
+    }
+    assert!(redis.keys().len() >= 2000);
+
+    // Sprayed cookies: not one Redis command.
+    let before = redis.command_stats();
+    let mut sprayers = tokio::task::JoinSet::new();
+    for worker in 0..10 {
+        let addr = binary.addr;
+        sprayers.spawn(async move {
+            for i in 0..100 {
+                let sprayer = Browser::new(addr);
+                sprayer.set_cookie(Some(format!("{:0>43}.{:0>43}", worker * 1000 + i, i)));
+                assert_eq!(
+                    sprayer
+                        .get("/")
+                        .await
+                        .seen_one("x-session-status")
+                        .as_deref(),
+                    Some("new")
+                );
+            }
+        });
+    }
+    while let Some(done) = sprayers.join_next().await {
+        done.unwrap();
+    }
+    let commands = Redis::commands_between(&before, &redis.command_stats());
+    assert!(
+        commands.is_empty(),
+        "sprayed cookies reached Redis: {commands:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let peak = binary.peak_rss_kib();
+    eprintln!("sessiongate peak RSS after the abuse: {peak} KiB");
+    assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
+}
