@@ -33,6 +33,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     http: auto::Builder<TokioExecutor>,
     timeouts: Timeouts,
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Server {
@@ -70,6 +71,7 @@ impl Server {
             gateway,
             http,
             timeouts: Timeouts::new(config),
+            trusted_proxies: config.server.trusted_proxies.clone(),
         })
     }
 
@@ -134,7 +136,8 @@ impl Server {
         let activity = Activity::new();
         let stream = GuardedStream::new(stream, activity.clone(), &self.timeouts);
         let gateway = self.gateway.clone();
-        let client = Arc::new(Client::new(peer));
+        let trusted = self.trusted_proxies.contains(&peer.ip());
+        let client = Arc::new(Client::new(peer, trusted));
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
             let activity = activity.clone();

@@ -115,21 +115,26 @@ pub struct Client {
     pub addr: SocketAddr,
     /// Its IP as a header value, made once per connection.
     ip: HeaderValue,
+    /// A proxy in front (`server.trusted_proxies`), whose forwarded scheme
+    /// and host stand.
+    trusted: bool,
 }
 
 impl Client {
-    /// The client connected from `addr`.
-    pub fn new(addr: SocketAddr) -> Client {
+    /// The client connected from `addr`; `trusted` when it is a proxy of ours.
+    pub fn new(addr: SocketAddr, trusted: bool) -> Client {
         let ip = Bytes::from(addr.ip().to_string());
         Client {
             addr,
             ip: HeaderValue::from_maybe_shared(ip).expect("an IP address is a header value"),
+            trusted,
         }
     }
 }
 
 /// Appends the client's address to `X-Forwarded-For` and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`).
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`); a
+/// trusted proxy's own `X-Forwarded-Proto` and `X-Forwarded-Host` stand.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<HeaderValue>) {
     let chain = match headers.get(&X_FORWARDED_FOR) {
         None => client.ip.clone(),
@@ -144,7 +149,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<Head
         }
     };
     headers.insert(X_FORWARDED_FOR.clone(), chain);
+    if client.trusted && headers.contains_key(&X_FORWARDED_PROTO) {
+        return;
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if client.trusted && headers.contains_key(&X_FORWARDED_HOST) {
+        return;
+    }
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -208,7 +219,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
-        let client = Client::new("127.0.0.1:4000".parse().unwrap());
+        let client = Client::new("127.0.0.1:4000".parse().unwrap(), false);
         let host = Some(HeaderValue::from_static("example.com"));
         set_forwarded(&mut headers, &client, host);
         assert_eq!(
@@ -221,5 +232,27 @@ mod tests {
         set_forwarded(&mut fresh, &client, None);
         assert_eq!(fresh["x-forwarded-for"], "127.0.0.1");
         assert!(!fresh.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_keeps_its_forwarded_scheme_and_host() {
+        let sent = || {
+            map(&[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "shop.example"),
+            ])
+        };
+        let host = Some(HeaderValue::from_static("internal:8080"));
+        for (trusted, proto, forwarded_host) in [
+            (true, "https", "shop.example"),
+            (false, "http", "internal:8080"),
+        ] {
+            let mut headers = sent();
+            let client = Client::new("10.0.0.5:4000".parse().unwrap(), trusted);
+            set_forwarded(&mut headers, &client, host.clone());
+            assert_eq!(headers["x-forwarded-proto"], proto);
+            assert_eq!(headers["x-forwarded-host"], forwarded_host);
+            assert_eq!(headers["x-forwarded-for"], "10.0.0.5");
+        }
     }
 }

@@ -1,0 +1,38 @@
+"""Tornado sessions kept by sessiongate: a RequestHandler base class.
+
+`self.session` is the session from the X-Session header; on finish(), what the
+request changed goes back as X-Session-Update (changed keys only), and
+rotate_session() / destroy_session() become X-Session-Action. A WebSocket
+handler reads the session of its handshake with session_of(self.request).
+"""
+import json
+
+import tornado.web
+
+
+def session_of(request):
+    return json.loads(request.headers.get("X-Session", "{}"))
+
+
+class SessionHandler(tornado.web.RequestHandler):
+    def prepare(self):
+        self.session, self._original = session_of(self.request), session_of(self.request)
+        self._action = None
+
+    def rotate_session(self):  # at login: a new session id, same data
+        self._action = "rotate"
+
+    def destroy_session(self):  # at logout
+        self.session.clear()
+        self._action = "destroy"
+
+    def finish(self, chunk=None):
+        session, original = getattr(self, "session", {}), getattr(self, "_original", {})
+        action = getattr(self, "_action", None)
+        changed = {k: v for k, v in session.items() if k not in original or original[k] != v}
+        changed.update({k: None for k in original if k not in session})
+        if changed and action != "destroy":
+            self.set_header("X-Session-Update", json.dumps(changed))
+        if action:
+            self.set_header("X-Session-Action", action)
+        return super().finish(chunk)
