@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sessiongate::config::{CookieConfig, SameSite, Secret};
+use sessiongate::config::{CookieConfig, Secret};
 use sessiongate::session::codec::{encode_session, parse_updates, to_ascii_json};
 use sessiongate::session::cookie::{CookieCodec, Sid};
 
@@ -15,15 +15,7 @@ fn codec(secrets: usize) -> CookieCodec {
     let secrets = (0..secrets)
         .map(|i| Secret::resolve(&format!("bench-secret-{i}-0123456789abcdef0123456789")).unwrap())
         .collect();
-    CookieCodec::new(&CookieConfig {
-        name: "sg_session".into(),
-        secrets,
-        secure: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-    })
+    CookieCodec::new(&CookieConfig::new(secrets))
 }
 
 fn cookie_verify(c: &mut Criterion) {

@@ -294,6 +294,22 @@ pub struct CookieConfig {
     pub domain: Option<String>,
 }
 
+impl CookieConfig {
+    /// The default cookie (`sg_session`, `Secure`, `HttpOnly`, `SameSite=Lax`,
+    /// `Path=/`) signed with these secrets.
+    pub fn new(secrets: Vec<Secret>) -> CookieConfig {
+        CookieConfig {
+            name: default_cookie_name(),
+            secrets,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::default(),
+            path: default_cookie_path(),
+            domain: None,
+        }
+    }
+}
+
 /// The cookie's `SameSite` attribute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -22,18 +22,9 @@ fn write(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 fn output_of(args: &[&str], path: &std::path::Path) -> (Option<i32>, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    args.extend(["--config".as_ref(), path.as_os_str()]);
+    common::sessiongate(&args, &[])
 }
 
 #[test]

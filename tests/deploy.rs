@@ -37,18 +37,11 @@ fn check(config: &Path) -> (bool, String) {
     );
     let copy = dir.0.join("config.toml");
     std::fs::write(&copy, text).unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&copy)
-        .env("SESSIONGATE_SECRET", SECRET_A)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let (code, output) = common::sessiongate(
+        &["check".as_ref(), "--config".as_ref(), copy.as_os_str()],
+        &[("SESSIONGATE_SECRET", SECRET_A)],
     );
-    (output.status.success(), text)
+    (code == Some(0), output)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use sessiongate::config::{CookieConfig, SameSite, Secret};
+use sessiongate::config::{CookieConfig, Secret};
 use sessiongate::session::codec::{encode_session, parse_updates, session_size, to_ascii_json};
 use sessiongate::session::cookie::{CookieCodec, Sid};
 
@@ -20,15 +20,7 @@ fn codec() -> CookieCodec {
     .iter()
     .map(|s| Secret::resolve(s).unwrap())
     .collect();
-    CookieCodec::new(&CookieConfig {
-        name: "sg_session".into(),
-        secrets,
-        secure: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-    })
+    CookieCodec::new(&CookieConfig::new(secrets))
 }
 
 /// Any JSON value, nested a few levels.

@@ -4,19 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::config::{CookieConfig, SameSite, Secret};
+use sessiongate::config::{CookieConfig, Secret};
 use sessiongate::session::cookie::CookieCodec;
 
 fuzz_target!(|data: &[u8]| {
-    let codec = CookieCodec::new(&CookieConfig {
-        name: "sg_session".into(),
-        secrets: vec![Secret::resolve("fuzz-secret-0123456789abcdef0123456789").unwrap()],
-        secure: true,
-        http_only: true,
-        same_site: SameSite::Lax,
-        path: "/".into(),
-        domain: None,
-    });
+    let codec = CookieCodec::new(&CookieConfig::new(vec![Secret::resolve("fuzz-secret-0123456789abcdef0123456789").unwrap()]));
     if let Ok(text) = std::str::from_utf8(data) {
         if let Some(sid) = codec.verify(text) {
             assert_eq!(text, codec.sign(&sid), "a value sessiongate did not write verified");

@@ -259,18 +259,12 @@ mod tests {
     use crate::config::Secret;
 
     fn codec(secrets: &[&str]) -> CookieCodec {
-        CookieCodec::new(&CookieConfig {
-            name: "sg_session".into(),
-            secrets: secrets
+        CookieCodec::new(&CookieConfig::new(
+            secrets
                 .iter()
                 .map(|s| Secret::resolve(s).unwrap())
                 .collect(),
-            secure: true,
-            http_only: true,
-            same_site: SameSite::Lax,
-            path: "/".into(),
-            domain: None,
-        })
+        ))
     }
 
     const A: &str = "secret-a-0123456789abcdef0123456789";

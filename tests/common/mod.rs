@@ -902,6 +902,19 @@ pub fn wait_until_listening(addr: SocketAddr) {
     }
 }
 
+/// Runs the sessiongate binary to its end with these arguments and
+/// environment; returns its exit code and everything it printed.
+pub fn sessiongate(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
 /// Sends a signal (`TERM`, `STOP`, `CONT`, …) to a process this test started.
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
