@@ -12,13 +12,15 @@
 //! - [`session::Sessions::resolve`] loads the session from the
 //!   [`session::store`] (Redis or memory) in one round trip.
 //! - [`proxy::headers`] gives the backend `X-Session*` and `X-Forwarded-*`
-//!   headers; [`proxy::upstream`] picks a server round-robin and forwards.
+//!   headers; [`proxy::upstream`] picks a server round-robin and forwards it
+//!   over a keep-alive connection from [`proxy::pool`].
 //! - [`session::codec`] reads the backend's `X-Session-Update` headers, and
 //!   [`session::Sessions::commit`] stores the change before the response
 //!   goes on to the client.
 //!
-//! Around it: [`config`] reads and validates the TOML file, [`error`] maps
-//! failures to 502/503 in one place, and [`demo`] is the newcomer's first run.
+//! Around it: [`config`] reads and validates the TOML file, [`timeouts`]
+//! holds every deadline and enforces them, [`error`] maps failures to
+//! 502/503/504 in one place, and [`demo`] is the newcomer's first run.
 //! `main.rs` is only the command line, logging and signals.
 
 #![forbid(unsafe_code)]
