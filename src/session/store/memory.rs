@@ -63,21 +63,6 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// The number of live sessions (for tests and the demo).
-    pub fn len(&self) -> usize {
-        let now = now_ms();
-        self.lock()
-            .sessions
-            .values()
-            .filter(|e| e.expires_ms > now)
-            .count()
-    }
-
-    /// True when no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl SessionStore for MemoryStore {
@@ -149,5 +134,39 @@ impl SessionStore for MemoryStore {
     async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
         self.lock().sessions.remove(sid);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_sessions_are_swept_out_as_writes_go_on() {
+        let store = MemoryStore::new(SessionPolicy {
+            idle: Duration::from_millis(1),
+            absolute: Duration::from_secs(60),
+            max_bytes: 1000,
+        });
+        let changes = crate::session::codec::parse_updates([br#"{"a":1}"#.as_slice()]).unwrap();
+        let create = SaveMode::Create { created_ms: None };
+        for _ in 0..SWEEP_EVERY {
+            store
+                .save(&Sid::generate(), create, &changes)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The next round of writes sweeps the expired sessions out.
+        for _ in 0..SWEEP_EVERY {
+            store
+                .save(&Sid::generate(), create, &changes)
+                .await
+                .unwrap();
+        }
+        let held = store.lock().sessions.len();
+        assert!(held <= SWEEP_EVERY as usize, "{held} sessions held");
     }
 }
