@@ -8,8 +8,8 @@
 //!   when it sits idle between requests longer than `keepalive`;
 //! - [`IdleBody`]: a body, either way, that pauses longer than `body_idle`.
 //!
-//! Upstream connects are bounded by the connector (`upstream_connect`) and
-//! idle pooled connections by the pool (`upstream_idle`); see `proxy::upstream`.
+//! Upstream connects (`upstream_connect`) and idle pooled connections
+//! (`upstream_idle`) are bounded by the pool, `proxy::pool`.
 
 use std::future::Future;
 use std::io;
@@ -83,6 +83,24 @@ pub async fn within<T>(
     tokio::time::timeout(limit, future)
         .await
         .map_err(|_| Elapsed { what, limit })
+}
+
+/// A timer made on first use and moved to whatever deadline applies when
+/// polled: the one mechanism behind [`GuardedStream`] and [`IdleBody`].
+#[derive(Default)]
+struct Alarm(Option<Pin<Box<Sleep>>>);
+
+impl Alarm {
+    /// Ready once `deadline` has passed; wakes the task then.
+    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 // ------------------------------------------------------------ connections
@@ -215,7 +233,7 @@ pub struct GuardedStream<S> {
     activity: Arc<Activity>,
     request_header: Duration,
     keepalive: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    alarm: Alarm,
 }
 
 impl<S> GuardedStream<S> {
@@ -226,7 +244,7 @@ impl<S> GuardedStream<S> {
             activity,
             request_header: timeouts.request_header,
             keepalive: timeouts.keepalive,
-            timer: None,
+            alarm: Alarm::default(),
         }
     }
 
@@ -234,13 +252,7 @@ impl<S> GuardedStream<S> {
         let Some(deadline) = self.activity.deadline(self.request_header, self.keepalive) else {
             return Ok(());
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
+        match self.alarm.poll_until(deadline, cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client connection idle or request head too slow",
@@ -307,7 +319,7 @@ pub struct IdleBody<B> {
     inner: B,
     limit: Duration,
     last_progress: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    alarm: Alarm,
 }
 
 impl<B> IdleBody<B> {
@@ -317,7 +329,7 @@ impl<B> IdleBody<B> {
             inner,
             limit,
             last_progress: Instant::now(),
-            timer: None,
+            alarm: Alarm::default(),
         }
     }
 }
@@ -341,14 +353,7 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let deadline = this.last_progress + this.limit;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                ready!(timer.as_mut().poll(cx));
+                ready!(this.alarm.poll_until(this.last_progress + this.limit, cx));
                 Poll::Ready(Some(Err(Box::new(Elapsed {
                     what: "a pause in the body",
                     limit: this.limit,

@@ -52,16 +52,14 @@ fn check_names_the_file_line_and_key_of_a_bad_value_and_exits_1() {
             "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\nsecrets = [\"{SECRET_A}\"]\n[session]\nidle_timeout = \"soon\"\n"
         ),
     );
-    let output = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, output) = common::sessiongate(
+        &["check".as_ref(), "--config".as_ref(), path.as_os_str()],
+        &[],
+    );
+    assert_eq!(code, Some(1));
     assert!(
-        stderr.contains(&format!("{}:6:16: session.idle_timeout:", path.display())),
-        "{stderr}"
+        output.contains(&format!("{}:6:16: session.idle_timeout:", path.display())),
+        "{output}"
     );
 }
 
@@ -71,23 +69,19 @@ fn run_with_a_bad_config_exits_1_with_the_reason() {
         "unknown",
         "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\nbogus = 1\n",
     );
-    let output = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("upstreams.bogus") && stderr.contains("unknown field"),
-        "{stderr}"
+    let (code, output) = common::sessiongate(
+        &["run".as_ref(), "--config".as_ref(), path.as_os_str()],
+        &[],
     );
-    let missing = Command::new(BIN)
-        .args(["--config", "/nonexistent/sg.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/sg.toml"));
+    assert_eq!(code, Some(1));
+    assert!(
+        output.contains("upstreams.bogus") && output.contains("unknown field"),
+        "{output}"
+    );
+    let (code, output) =
+        common::sessiongate(&["--config".as_ref(), "/nonexistent/sg.toml".as_ref()], &[]);
+    assert_eq!(code, Some(1));
+    assert!(output.contains("/nonexistent/sg.toml"), "{output}");
 }
 
 #[test]

@@ -59,7 +59,7 @@ impl Gateway {
             absolute: config.session.absolute_timeout.0,
             max_bytes: config.session.max_bytes,
         };
-        let store = Store::open(&config.store, policy)?;
+        let store = Store::open(&config.store, policy, timeouts.store)?;
         let sessions = Sessions::new(
             CookieCodec::new(&config.cookie),
             store,

@@ -1,12 +1,13 @@
 //! Keep-alive HTTP/1.1 connections to one upstream server, on hyper's
 //! connection-level client.
 //!
-//! A request first takes a connection ([`Pool::checkout`]): an idle one, or
-//! a new one made under the connect deadline. Only then is the request
-//! built and sent, so a failed connect leaves the request whole, to be sent
-//! to the next server. A pooled connection the server has closed in the
-//! meantime hands the request back unsent ([`Sent::Unsent`]). A connection
-//! returns to the pool when its response body has been read to the end.
+//! [`Pool::send`] takes a connection: an idle one, or a new one made under
+//! the connect deadline. Nothing is sent before that, so a failed connect
+//! hands the request back whole ([`Sent::Unsent`]), to go to the next
+//! server; so does a fresh connection that fails before the request is
+//! written. A pooled connection the server closed in the meantime is
+//! replaced by a fresh one, the request unharmed. A connection returns to the
+//! pool when its response body has been read to the end.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use crate::config::UpstreamUrl;
-use crate::timeouts::{Elapsed, within};
+use crate::timeouts::{BoxError, Elapsed, within};
 
 type Sender = http1::SendRequest<RequestBody>;
 
@@ -58,21 +59,24 @@ pub enum ConnectError {
 }
 
 /// A connection, taken from the pool or just made, ready for one request.
-pub struct Connection {
+struct Connection {
     sender: Sender,
     pool: Arc<Pool>,
     /// True when it served requests before (it may have been closed since).
-    pub reused: bool,
+    reused: bool,
 }
 
-/// The outcome of sending a request on a [`Connection`].
+/// The outcome of [`Pool::send`].
 pub enum Sent {
     /// The response head arrived.
     Response(Response<PooledBody>),
-    /// The connection failed before the request was written: here it is back.
-    Unsent(Request<RequestBody>, hyper::Error),
+    /// Nothing was sent (connecting failed, or the connection failed before
+    /// the request was written): here it is back.
+    Unsent(Request<RequestBody>, BoxError),
     /// The connection failed after the request was (perhaps partly) written.
-    Failed(hyper::Error),
+    Failed(BoxError),
+    /// No response head within the deadline.
+    TimedOut(Elapsed),
 }
 
 impl Pool {
@@ -98,9 +102,38 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Sends a request on one of this server's connections and waits up to
+    /// `response_timeout` for the response head; its body brings the
+    /// connection back to the pool once read to the end.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+        response_timeout: Duration,
+    ) -> Sent {
+        loop {
+            let connection = match self.checkout().await {
+                Ok(connection) => connection,
+                Err(error) => return Sent::Unsent(request, error.into()),
+            };
+            let reused = connection.reused;
+            match within(
+                "the upstream response head",
+                response_timeout,
+                connection.send(request),
+            )
+            .await
+            {
+                // A pooled connection the server closed meanwhile: a fresh one.
+                Ok(Sent::Unsent(unsent, _)) if reused => request = unsent,
+                Ok(sent) => return sent,
+                Err(elapsed) => return Sent::TimedOut(elapsed),
+            }
+        }
+    }
+
     /// The most recently used idle connection that is still open and not
     /// expired; otherwise a new connection.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Connection, ConnectError> {
+    async fn checkout(self: &Arc<Self>) -> Result<Connection, ConnectError> {
         let now = Instant::now();
         let reusable = {
             let mut idle = self.idle();
@@ -172,9 +205,7 @@ impl Pool {
 }
 
 impl Connection {
-    /// Sends a request; its response body brings the connection back to the
-    /// pool once read to the end.
-    pub async fn send(mut self, request: Request<RequestBody>) -> Sent {
+    async fn send(mut self, request: Request<RequestBody>) -> Sent {
         match self.sender.try_send_request(request).await {
             Ok(response) => {
                 // A protocol switch takes the connection: it never comes back.
@@ -186,8 +217,8 @@ impl Connection {
                 }))
             }
             Err(mut error) => match error.take_message() {
-                Some(request) => Sent::Unsent(request, error.into_error()),
-                None => Sent::Failed(error.into_error()),
+                Some(request) => Sent::Unsent(request, error.into_error().into()),
+                None => Sent::Failed(error.into_error().into()),
             },
         }
     }

@@ -62,8 +62,10 @@ pub struct Outbound<'a> {
     pub headers: HeaderMap,
     /// The client's body.
     pub body: Incoming,
-    /// Makes the headers again, for an idempotent bodiless request whose
-    /// first attempt was sent but got no response head.
+    /// Makes the headers again, for a request that may be sent a second
+    /// time after its first attempt got no response head: only an
+    /// idempotent request without a body (the caller decides, and keeps the
+    /// headers for it).
     pub replay: Option<&'a (dyn Fn() -> HeaderMap + Sync)>,
 }
 
@@ -150,9 +152,10 @@ impl Upstreams {
     }
 
     /// Sends a request to the next server in turn. A request goes to the
-    /// next server in rotation when connecting failed (nothing was sent, so
-    /// its body goes too), and, for an idempotent request without a body
-    /// (RFC 9110 §9.2.2), when it was sent but no response head came back.
+    /// next server in rotation when nothing of it was sent (connecting
+    /// failed, say), body and all; and when it was sent but no response head
+    /// came back, if the caller gave a `replay` (an idempotent request
+    /// without a body, RFC 9110 §9.2.2).
     pub async fn forward(
         &self,
         outbound: Outbound<'_>,
@@ -166,49 +169,32 @@ impl Upstreams {
         } = outbound;
         let mut index = self.pick().ok_or(ProxyError::NoUpstream)?;
         let mut body = RequestBody::new(body, self.body_idle);
-        let replay = replay.filter(|_| method.is_idempotent() && body.is_empty());
         let mut headers = Some(headers);
         let mut tried = vec![];
         loop {
             let server = &self.servers[index];
-            let failure = match server.pool.checkout().await {
-                Err(error) => ProxyError::upstream(&server.url, error),
-                Ok(connection) => {
-                    let reused = connection.reused;
-                    let request_headers = match (headers.take(), replay) {
-                        (Some(headers), _) => headers,
-                        (None, Some(replay)) => replay(),
-                        (None, None) => unreachable!("headers are only spent when a replay exists"),
-                    };
-                    let request = build_request(&method, &server.url, &path, request_headers, body);
-                    body = RequestBody::empty();
-                    match within(
-                        "the upstream response head",
-                        self.response_timeout,
-                        connection.send(request),
-                    )
-                    .await
-                    {
-                        Ok(Sent::Response(response)) => {
-                            self.succeeded(index);
-                            return Ok(response);
-                        }
-                        Ok(Sent::Unsent(request, error)) => {
-                            let (parts, unsent_body) = request.into_parts();
-                            (headers, body) = (Some(parts.headers), unsent_body);
-                            if reused {
-                                // A pooled connection closed meanwhile: another one, same server.
-                                continue;
-                            }
-                            ProxyError::upstream(&server.url, error)
-                        }
-                        Ok(Sent::Failed(error)) => ProxyError::upstream(&server.url, error),
-                        Err(elapsed) => ProxyError::UpstreamTimeout {
-                            server: server.url.to_string(),
-                            elapsed,
-                        },
-                    }
+            let request_headers = match (headers.take(), replay) {
+                (Some(headers), _) => headers,
+                (None, Some(replay)) => replay(),
+                (None, None) => unreachable!("headers are spent only when a replay exists"),
+            };
+            let request = build_request(&method, &server.url, &path, request_headers, body);
+            body = RequestBody::empty();
+            let failure = match server.pool.send(request, self.response_timeout).await {
+                Sent::Response(response) => {
+                    self.succeeded(index);
+                    return Ok(response);
                 }
+                Sent::Unsent(request, error) => {
+                    let (parts, unsent_body) = request.into_parts();
+                    (headers, body) = (Some(parts.headers), unsent_body);
+                    ProxyError::upstream(&server.url, error)
+                }
+                Sent::Failed(error) => ProxyError::upstream(&server.url, error),
+                Sent::TimedOut(elapsed) => ProxyError::UpstreamTimeout {
+                    server: server.url.to_string(),
+                    elapsed,
+                },
             };
             self.failed(index);
             tried.push(index);
@@ -297,15 +283,16 @@ impl Upstreams {
             headers,
             RequestBody::empty(),
         );
-        let attempt = async {
-            let connection = server.pool.checkout().await.ok()?;
-            match connection.send(request).await {
-                Sent::Response(response) => Some(response.status()),
-                Sent::Unsent(..) | Sent::Failed(_) => None,
+        match within(
+            "a health check",
+            timeout,
+            server.pool.send(request, timeout),
+        )
+        .await
+        {
+            Ok(Sent::Response(response)) => {
+                response.status().is_success() || response.status().is_redirection()
             }
-        };
-        match within("a health check", timeout, attempt).await {
-            Ok(Some(status)) => status.is_success() || status.is_redirection(),
             _ => false,
         }
     }

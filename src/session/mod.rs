@@ -186,24 +186,21 @@ impl Sessions {
                 return Ok(CookieChange::Keep);
             }
         };
+        // Under fail_open a change that cannot be stored is dropped; a destroy
+        // still expires the cookie.
         let destroy = instructions.action == Some(Action::Destroy);
+        let dropped = |why: &dyn std::fmt::Display| {
+            warn!(error = %why, "session update dropped (fail_open)");
+            Ok(match destroy {
+                true => CookieChange::Expire,
+                false => CookieChange::Keep,
+            })
+        };
         if session.status == Status::Unavailable {
-            warn!("session store unavailable; session update dropped (fail_open)");
-            return Ok(if destroy {
-                CookieChange::Expire
-            } else {
-                CookieChange::Keep
-            });
+            return dropped(&"the session store was unavailable when the request began");
         }
         match self.apply(session, instructions).await {
-            Err(error) if self.on_error == OnError::FailOpen => {
-                warn!(%error, "session store unavailable; session update dropped (fail_open)");
-                Ok(if destroy {
-                    CookieChange::Expire
-                } else {
-                    CookieChange::Keep
-                })
-            }
+            Err(error) if self.on_error == OnError::FailOpen => dropped(&error),
             result => result,
         }
     }

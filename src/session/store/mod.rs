@@ -137,17 +137,19 @@ enum Backend {
 }
 
 impl Store {
-    /// Opens the store the configuration names. A Redis store connects
-    /// lazily: sessiongate starts, and recovers, while Redis is down.
-    pub fn open(config: &StoreConfig, policy: SessionPolicy) -> Result<Store, StoreError> {
+    /// Opens the store the configuration names, every call bounded by
+    /// `deadline`. A Redis store connects lazily: sessiongate starts, and
+    /// recovers, while Redis is down.
+    pub fn open(
+        config: &StoreConfig,
+        policy: SessionPolicy,
+        deadline: Duration,
+    ) -> Result<Store, StoreError> {
         let backend = match config.kind {
             StoreKind::Memory => Backend::Memory(MemoryStore::new(policy)),
-            StoreKind::Redis => Backend::Redis(RedisStore::open(config, policy)?),
+            StoreKind::Redis => Backend::Redis(RedisStore::open(config, policy, deadline)?),
         };
-        Ok(Store {
-            backend,
-            deadline: config.timeout.0,
-        })
+        Ok(Store { backend, deadline })
     }
 
     /// Runs one store call under the store deadline.

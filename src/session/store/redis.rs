@@ -81,7 +81,12 @@ impl Lua {
 impl RedisStore {
     /// Prepares the connection; it is made on first use and remade after
     /// failures, so sessiongate starts and recovers while Redis is down.
-    pub fn open(config: &StoreConfig, policy: SessionPolicy) -> Result<RedisStore, StoreError> {
+    /// Redis's own connect and response timeouts are `deadline` too.
+    pub fn open(
+        config: &StoreConfig,
+        policy: SessionPolicy,
+        deadline: Duration,
+    ) -> Result<RedisStore, StoreError> {
         let mut info = config.url.as_str().into_connection_info()?;
         info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
         if !config.url.contains("protocol=") {
@@ -94,8 +99,8 @@ impl RedisStore {
         }
         let client = redis::Client::open(info)?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.0))
-            .set_response_timeout(Some(config.timeout.0))
+            .set_connection_timeout(Some(deadline))
+            .set_response_timeout(Some(deadline))
             // Short, bounded reconnection bursts; the next call starts another.
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
