@@ -5,8 +5,10 @@
 //!
 //! A request's path through the code:
 //!
-//! - [`server`] accepts the connection and hands each request to the
-//!   [`proxy::Gateway`], which runs it through named phases (see [`proxy`]):
+//! - [`server`] accepts the connection; [`connection`] serves it (HTTP/1.1
+//!   or HTTP/2, its deadlines, parked while idle) and hands each request to
+//!   the [`proxy::Gateway`], which runs it through named phases (see
+//!   [`proxy`]):
 //! - [`session::cookie`] finds and verifies the signed session cookie; a bad
 //!   one costs nothing more.
 //! - [`session::Sessions::resolve`] loads the session from the
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod proxy;

@@ -62,3 +62,33 @@ async fn the_drain_deadline_bounds_how_long_shutdown_waits() {
     );
     stuck.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_connections_do_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let backend = Backend::start("idle").await;
+    let mut setup = Setup::new(StoreKind::Memory);
+    setup.timeouts = "drain = \"20s\"\n".into();
+    let mut binary = Binary::start(&setup.config(&[backend.url()], None));
+    // One connection idle after a request, one that never sent a byte.
+    let mut idle = tokio::net::TcpStream::connect(binary.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 64 * 1024];
+    assert!(idle.read(&mut response).await.unwrap() > 0);
+    let mut silent = tokio::net::TcpStream::connect(binary.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    binary.terminate();
+    let status = tokio::task::spawn_blocking(move || binary.wait(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("the process exited long before the drain deadline");
+    assert_eq!(status.code(), Some(0));
+    for stream in [&mut idle, &mut silent] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut rest));
+        assert!(closed.await.is_ok(), "closed by the proxy");
+    }
+}
