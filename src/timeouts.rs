@@ -98,6 +98,19 @@ impl Alarm {
         }
         timer.as_mut().poll(cx)
     }
+
+    /// Like [`poll_until`](Alarm::poll_until) for a deadline that keeps
+    /// moving later: a timer set earlier is left to fire, and only then
+    /// moved, rather than moved at every call.
+    pub(crate) fn poll_not_before(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(timer) = &mut self.0
+            && timer.deadline() < deadline
+            && !timer.is_elapsed()
+        {
+            ready!(timer.as_mut().poll(cx));
+        }
+        self.poll_until(deadline, cx)
+    }
 }
 
 // ------------------------------------------------------------ bodies

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Long enough for a connection to be idle, and parked, in between.
+/// Long enough for a connection to be idle, and parked (after 50 ms), in
+/// between.
 const PAUSE: Duration = Duration::from_millis(150);
 
 fn get(path: &str) -> String {
@@ -163,6 +164,7 @@ async fn a_thousand_idle_keepalive_connections_hold_under_10_kib_each() {
         for _ in 0..CONNECTIONS / 100 {
             let batch: Vec<_> = (0..100).map(|_| one_request(addr).0).collect();
             open.extend(batch);
+            std::thread::sleep(PAUSE);
         }
         open
     })
