@@ -1,6 +1,6 @@
 //! Session storage (SPEC §5, §6): the four operations sessiongate needs, the
 //! TTL policy they share, their two implementations (Redis and memory), and
-//! the one deadline every store call runs under.
+//! the one deadline every Redis call runs under.
 //!
 //! Every operation touches one session, so one key: that keeps Redis Cluster
 //! and Sentinel open without a redesign.
@@ -125,7 +125,8 @@ pub trait SessionStore {
     fn destroy(&self, sid: &Sid) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The configured store, with the deadline that bounds every call.
+/// The configured store, with the deadline that bounds every Redis call
+/// (the memory store answers at once).
 pub struct Store {
     backend: Backend,
     deadline: Duration,
@@ -137,7 +138,7 @@ enum Backend {
 }
 
 impl Store {
-    /// Opens the store the configuration names, every call bounded by
+    /// Opens the store the configuration names, every Redis call bounded by
     /// `deadline`. A Redis store connects lazily: sessiongate starts, and
     /// recovers, while Redis is down.
     pub fn open(
@@ -173,7 +174,7 @@ impl SessionStore for Store {
     async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
         match &self.backend {
             Backend::Redis(r) => self.within(r.load(sid)).await,
-            Backend::Memory(m) => self.within(m.load(sid)).await,
+            Backend::Memory(m) => m.load(sid).await,
         }
     }
 
@@ -185,21 +186,21 @@ impl SessionStore for Store {
     ) -> Result<Saved, StoreError> {
         match &self.backend {
             Backend::Redis(r) => self.within(r.save(sid, mode, changes)).await,
-            Backend::Memory(m) => self.within(m.save(sid, mode, changes)).await,
+            Backend::Memory(m) => m.save(sid, mode, changes).await,
         }
     }
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
         match &self.backend {
             Backend::Redis(r) => self.within(r.take(sid)).await,
-            Backend::Memory(m) => self.within(m.take(sid)).await,
+            Backend::Memory(m) => m.take(sid).await,
         }
     }
 
     async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(r) => self.within(r.destroy(sid)).await,
-            Backend::Memory(m) => self.within(m.destroy(sid)).await,
+            Backend::Memory(m) => m.destroy(sid).await,
         }
     }
 }

@@ -81,7 +81,9 @@ impl Lua {
 impl RedisStore {
     /// Prepares the connection; it is made on first use and remade after
     /// failures, so sessiongate starts and recovers while Redis is down.
-    /// Redis's own connect and response timeouts are `deadline` too.
+    /// Connecting is bounded by `deadline`; each call is bounded by the
+    /// store's own deadline ([`super::Store`]), so redis-rs sets no second
+    /// timer per call.
     pub fn open(
         config: &StoreConfig,
         policy: SessionPolicy,
@@ -100,7 +102,7 @@ impl RedisStore {
         let client = redis::Client::open(info)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(deadline))
-            .set_response_timeout(Some(deadline))
+            .set_response_timeout(None)
             // Short, bounded reconnection bursts; the next call starts another.
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
