@@ -147,18 +147,14 @@ impl Pool {
             }
             found
         };
-        if let Some(sender) = reusable {
-            return Ok(Connection {
-                sender,
-                pool: self.clone(),
-                reused: true,
-            });
-        }
-        let sender = self.connect().await?;
+        let (sender, reused) = match reusable {
+            Some(sender) => (sender, true),
+            None => (self.connect().await?, false),
+        };
         Ok(Connection {
             sender,
             pool: self.clone(),
-            reused: false,
+            reused,
         })
     }
 

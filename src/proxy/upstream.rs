@@ -25,6 +25,9 @@ use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
 use crate::error::ProxyError;
 use crate::timeouts::{Timeouts, within};
 
+/// How often idle pooled connections are swept without health checks.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The upstream pool.
 pub struct Upstreams {
     servers: Vec<Server>,
@@ -221,15 +224,16 @@ impl Upstreams {
     /// `unhealthy_threshold` bad probes in a row take a server out,
     /// `healthy_threshold` good ones bring it back (ending any ejection).
     pub async fn check_health(self: Arc<Self>, stop: CancellationToken) {
-        let Some(health) = self.health.clone() else {
-            return self.sweep_until(stop).await;
-        };
-        let path: PathAndQuery = health
-            .path
-            .parse()
-            .expect("validated with the configuration");
+        let health = self.health.as_ref().map(|health| {
+            let path: PathAndQuery = health
+                .path
+                .parse()
+                .expect("validated with the configuration");
+            (health, path)
+        });
+        let every = health.as_ref().map_or(SWEEP_EVERY, |(h, _)| h.interval.0);
         let mut streaks = vec![(0u32, 0u32); self.servers.len()];
-        let mut ticks = tokio::time::interval(health.interval.0);
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -237,34 +241,46 @@ impl Upstreams {
                 () = stop.cancelled() => return,
             }
             self.sweep_idle();
-            let mut probes = tokio::task::JoinSet::new();
-            for index in 0..self.servers.len() {
-                let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout.0);
-                probes.spawn(async move { (index, pool.probe(index, &path, timeout).await) });
+            if let Some((health, path)) = &health {
+                self.check_once(health, path, &mut streaks).await;
             }
-            let mut results = vec![false; self.servers.len()];
-            while let Some(Ok((index, good))) = probes.join_next().await {
-                results[index] = good;
+        }
+    }
+
+    /// Probes every server once and updates their streaks and rotation.
+    async fn check_once(
+        self: &Arc<Self>,
+        health: &HealthConfig,
+        path: &PathAndQuery,
+        streaks: &mut [(u32, u32)],
+    ) {
+        let mut probes = tokio::task::JoinSet::new();
+        for index in 0..self.servers.len() {
+            let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout.0);
+            probes.spawn(async move { (index, pool.probe(index, &path, timeout).await) });
+        }
+        let mut results = vec![false; self.servers.len()];
+        while let Some(Ok((index, good))) = probes.join_next().await {
+            results[index] = good;
+        }
+        for ((server, good), (good_streak, bad_streak)) in
+            self.servers.iter().zip(results).zip(streaks)
+        {
+            if good {
+                (*good_streak, *bad_streak) = (*good_streak + 1, 0);
+            } else {
+                (*good_streak, *bad_streak) = (0, *bad_streak + 1);
             }
-            for ((server, good), (good_streak, bad_streak)) in
-                self.servers.iter().zip(results).zip(&mut streaks)
-            {
-                if good {
-                    (*good_streak, *bad_streak) = (*good_streak + 1, 0);
-                } else {
-                    (*good_streak, *bad_streak) = (0, *bad_streak + 1);
-                }
-                let down = server.checked_down.load(Ordering::Relaxed);
-                let ejected = server.ejected_until.load(Ordering::Relaxed) > self.now_ms();
-                if (down || ejected) && *good_streak >= health.healthy_threshold {
-                    server.checked_down.store(false, Ordering::Relaxed);
-                    server.ejected_until.store(0, Ordering::Relaxed);
-                    server.fails.store(0, Ordering::Relaxed);
-                    info!(server = %server.url, "upstream healthy again; back in rotation");
-                } else if !down && *bad_streak >= health.unhealthy_threshold {
-                    server.checked_down.store(true, Ordering::Relaxed);
-                    warn!(server = %server.url, "upstream failed its health checks; out of rotation");
-                }
+            let down = server.checked_down.load(Ordering::Relaxed);
+            let ejected = server.ejected_until.load(Ordering::Relaxed) > self.now_ms();
+            if (down || ejected) && *good_streak >= health.healthy_threshold {
+                server.checked_down.store(false, Ordering::Relaxed);
+                server.ejected_until.store(0, Ordering::Relaxed);
+                server.fails.store(0, Ordering::Relaxed);
+                info!(server = %server.url, "upstream healthy again; back in rotation");
+            } else if !down && *bad_streak >= health.unhealthy_threshold {
+                server.checked_down.store(true, Ordering::Relaxed);
+                warn!(server = %server.url, "upstream failed its health checks; out of rotation");
             }
         }
     }
@@ -294,19 +310,6 @@ impl Upstreams {
                 response.status().is_success() || response.status().is_redirection()
             }
             _ => false,
-        }
-    }
-}
-
-impl Upstreams {
-    /// Without health checks: only closes expired idle connections, now and then.
-    async fn sweep_until(&self, stop: CancellationToken) {
-        let mut ticks = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => self.sweep_idle(),
-                () = stop.cancelled() => return,
-            }
         }
     }
 }
