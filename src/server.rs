@@ -43,7 +43,7 @@ impl Server {
             listener,
             connections: Arc::new(Connections::new(config, gateway.clone())),
             gateway,
-            drain: config.timeouts.drain.0,
+            drain: config.timeouts.drain,
         })
     }
 

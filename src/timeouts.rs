@@ -49,14 +49,14 @@ impl Timeouts {
     pub fn new(config: &Config) -> Timeouts {
         let t = &config.timeouts;
         Timeouts {
-            upstream_connect: t.upstream_connect.0,
-            upstream_response: t.upstream_response.0,
-            upstream_idle: t.upstream_idle.0,
-            body_idle: t.body_idle.0,
-            request_header: t.request_header.0,
-            keepalive: t.keepalive.0,
-            drain: t.drain.0,
-            store: config.store.timeout.0,
+            upstream_connect: t.upstream_connect,
+            upstream_response: t.upstream_response,
+            upstream_idle: t.upstream_idle,
+            body_idle: t.body_idle,
+            request_header: t.request_header,
+            keepalive: t.keepalive,
+            drain: t.drain,
+            store: config.store.timeout,
         }
     }
 }

@@ -55,8 +55,8 @@ impl Gateway {
     pub fn new(config: &Config) -> Result<Gateway, StoreError> {
         let timeouts = Timeouts::new(config);
         let policy = SessionPolicy {
-            idle: config.session.idle_timeout.0,
-            absolute: config.session.absolute_timeout.0,
+            idle: config.session.idle_timeout,
+            absolute: config.session.absolute_timeout,
             max_bytes: config.session.max_bytes,
         };
         let store = Store::open(&config.store, policy, timeouts.store)?;
@@ -71,7 +71,7 @@ impl Gateway {
             names: SessionHeaders::new(&config.session.header_prefix),
             upstreams: Arc::new(Upstreams::new(&config.upstreams, &timeouts)),
             tunnels: Tunnels::default(),
-            retry_after: HeaderValue::from(config.store.retry_after.0.as_secs().max(1)),
+            retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
             body_idle: timeouts.body_idle,
         })
     }

@@ -96,7 +96,7 @@ impl Upstreams {
             schedule: smooth_weighted_schedule(&weights),
             next: AtomicUsize::new(0),
             max_fails: config.max_fails,
-            fail_timeout: config.fail_timeout.0,
+            fail_timeout: config.fail_timeout,
             response_timeout: timeouts.upstream_response,
             body_idle: timeouts.body_idle,
             health: config.health.clone(),
@@ -231,7 +231,7 @@ impl Upstreams {
                 .expect("validated with the configuration");
             (health, path)
         });
-        let every = health.as_ref().map_or(SWEEP_EVERY, |(h, _)| h.interval.0);
+        let every = health.as_ref().map_or(SWEEP_EVERY, |(h, _)| h.interval);
         let mut streaks = vec![(0u32, 0u32); self.servers.len()];
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,7 +256,7 @@ impl Upstreams {
     ) {
         let mut probes = tokio::task::JoinSet::new();
         for index in 0..self.servers.len() {
-            let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout.0);
+            let (pool, path, timeout) = (self.clone(), path.clone(), health.timeout);
             probes.spawn(async move { (index, pool.probe(index, &path, timeout).await) });
         }
         let mut results = vec![false; self.servers.len()];

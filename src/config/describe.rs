@@ -1,0 +1,90 @@
+//! What `check` prints: the configuration as the proxy will use it, without
+//! a secret or a password.
+
+use super::duration::show;
+use super::{Config, OnError, StoreKind, redact_url};
+
+impl Config {
+    /// What the proxy would do with this configuration, for `check`.
+    pub fn describe(&self) -> String {
+        let c = &self.cookie;
+        let s = &self.session;
+        let servers: Vec<String> = self
+            .upstreams
+            .servers
+            .iter()
+            .map(|s| match s.weight {
+                1 => s.url.to_string(),
+                w => format!("{} (weight {w})", s.url),
+            })
+            .collect();
+        let health = match &self.upstreams.health {
+            Some(h) => format!(
+                "GET {} every {}, out after {} failures, back after {} successes",
+                h.path,
+                show(h.interval),
+                h.unhealthy_threshold,
+                h.healthy_threshold
+            ),
+            None => "passive only".into(),
+        };
+        let t = &self.timeouts;
+        let mut attributes = vec![format!("Path={}", c.path)];
+        if let Some(domain) = &c.domain {
+            attributes.push(format!("Domain={domain}"));
+        }
+        if c.secure {
+            attributes.push("Secure".into());
+        }
+        if c.http_only {
+            attributes.push("HttpOnly".into());
+        }
+        attributes.push(format!("SameSite={:?}", c.same_site));
+        let store = match self.store.kind {
+            StoreKind::Memory => "memory (this process only; sessions end when it exits)".into(),
+            StoreKind::Redis => format!(
+                "redis {} (keys {}<sid>), {}, call deadline {}",
+                redact_url(&self.store.url),
+                self.store.key_prefix,
+                match self.store.on_error {
+                    OnError::FailClosed => "fail_closed (503 when down)",
+                    OnError::FailOpen => "fail_open (forward as unavailable when down)",
+                },
+                show(self.store.timeout),
+            ),
+        };
+        format!(
+            "listen     {listen} (HTTP/1.1 and h2c), {threads}\n\
+             upstreams  {servers} (round-robin)\n\
+             health     {health}; out for {fail_timeout} after {max_fails} failed requests\n\
+             timeouts   connect {connect}, response {response}, body idle {body}, request head {head}, \
+             keep-alive {keepalive}, drain {drain}\n\
+             cookie     {name}; {attributes}\n\
+             secrets    {n} (signing with {signer}; all verify)\n\
+             session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes\n\
+             store      {store}\n",
+            listen = self.server.listen,
+            threads = match self.server.worker_threads {
+                0 => "one worker thread per CPU core".to_string(),
+                n => format!("{n} worker thread(s)"),
+            },
+            servers = servers.join(", "),
+            fail_timeout = show(self.upstreams.fail_timeout),
+            max_fails = self.upstreams.max_fails,
+            connect = show(t.upstream_connect),
+            response = show(t.upstream_response),
+            body = show(t.body_idle),
+            head = show(t.request_header),
+            keepalive = show(t.keepalive),
+            drain = show(t.drain),
+            name = c.name,
+            attributes = attributes.join("; "),
+            n = c.secrets.len(),
+            signer = c.secrets[0].origin,
+            idle = show(s.idle_timeout),
+            absolute = show(s.absolute_timeout),
+            prefix = s.header_prefix,
+            max = s.max_bytes,
+        )
+    }
+}
