@@ -7,8 +7,10 @@
 //!
 //! - [`server`] accepts the connection; [`connection`] serves it (HTTP/1.1
 //!   or HTTP/2, its deadlines, parked while idle) and hands each request to
-//!   the [`proxy::Gateway`], which runs it through named phases (see
-//!   [`proxy`]):
+//!   the [`proxy::Gateway`], which runs it through named phases over one
+//!   [`proxy::RequestContext`] (see [`proxy`]):
+//! - [`proxy::context`] decides the `Host` once and refuses a request that
+//!   breaks RFC 9112 §3.2;
 //! - [`session::cookie`] finds and verifies the signed session cookie; a bad
 //!   one costs nothing more.
 //! - [`session::Sessions::resolve`] loads the session from the
@@ -20,9 +22,11 @@
 //!   [`session::Sessions::commit`] stores the change before the response
 //!   goes on to the client.
 //!
-//! Around it: [`config`] reads and validates the TOML file, [`timeouts`]
-//! holds every deadline and enforces them, [`error`] maps failures to
-//! 502/503/504 in one place, and [`demo`] is the newcomer's first run.
+//! Around it: [`config`] reads and validates the TOML file, and
+//! [`settings`] turns it once into what the process runs with;
+//! [`timeouts`] holds every deadline and enforces them; [`error`] says where
+//! a failure came from (client, upstream, store) and maps it to a status in
+//! one place; [`demo`] is the newcomer's first run.
 //! `main.rs` is only the command line, logging and signals.
 
 #![forbid(unsafe_code)]
@@ -35,6 +39,7 @@ pub mod error;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod timeouts;
 
 pub use config::Config;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::connection::Connections;
 use crate::error::StartError;
 use crate::proxy::Gateway;
+use crate::settings::Settings;
 
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
@@ -31,7 +32,8 @@ impl Server {
     /// down is reported but does not stop the start: requests then follow
     /// `store.on_error`, and the store is used again once it is back.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
-        let gateway = Arc::new(Gateway::new(config)?);
+        let settings = Settings::new(config.clone());
+        let gateway = Arc::new(Gateway::new(&settings)?);
         if let Err(error) = gateway.sessions().store().ping().await {
             warn!(%error, "the session store does not answer yet; serving per store.on_error until it does");
         }
@@ -41,9 +43,9 @@ impl Server {
             .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Server {
             listener,
-            connections: Arc::new(Connections::new(config, gateway.clone())),
+            connections: Arc::new(Connections::new(&settings, gateway.clone())),
             gateway,
-            drain: config.timeouts.drain,
+            drain: settings.timeouts.drain,
         })
     }
 
@@ -71,6 +73,7 @@ impl Server {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
                         let serve = self.connections.clone().serve(stream, peer, stopping.clone());
                         connections.spawn(serve);
                     }

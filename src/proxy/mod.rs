@@ -1,19 +1,25 @@
-//! The request pipeline. A request runs through named phases:
+//! The request pipeline. A request runs through named phases, each a
+//! function over its [`RequestContext`] that can be tested without sockets:
 //!
-//! 1. [`Gateway::request_filter`]: strip client headers with the session
+//! 1. [`RequestContext::admit`]: the `Host` (RFC 9112 §3.2), the path, an
+//!    `Upgrade`; a request that breaks the rules ends here with a 400.
+//! 2. [`Gateway::request_filter`]: strip client headers with the session
 //!    prefix; take the session cookie out and verify it (no store call).
-//! 2. load: [`Sessions::resolve`], one store round trip for a verified sid.
-//! 3. [`Gateway::upstream_request`]: hop-by-hop fields out, `X-Forwarded-*`
-//!    and the session headers in.
-//! 4. forward: [`Upstreams::forward`], round-robin over the servers in
+//! 3. load: [`Sessions::resolve`], one store round trip for a verified sid.
+//! 4. [`Gateway::upstream_request`]: hop-by-hop fields out, `Host`,
+//!    `X-Forwarded-*` and the session headers in.
+//! 5. forward: [`Upstreams::forward`], round-robin over the servers in
 //!    rotation, retried on the next server when that is safe.
-//! 5. [`Gateway::response_filter`]: read the backend's updates and action,
+//! 6. [`Gateway::response_filter`]: read the backend's updates and action,
 //!    strip every prefixed and hop-by-hop header.
-//! 6. commit: [`Sessions::commit`] stores the change before the response
+//! 7. commit: [`Sessions::commit`] stores the change before the response
 //!    goes on, then [`Gateway::finish`] sets or expires the cookie. A 101
 //!    answer to an `Upgrade` request opens a tunnel ([`upgrade`]).
+//!
+//! Every failure is a [`ProxyError`], which becomes a response in one place.
 
 pub mod body;
+pub mod context;
 pub mod headers;
 pub mod pool;
 pub mod upgrade;
@@ -22,25 +28,38 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HOST, SET_COOKIE};
-use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
-use self::body::{ProxyBody, upstream_body};
+use self::body::RequestBody;
+pub use self::context::RequestContext;
 use self::headers::{Client, SessionHeaders};
+use self::pool::PooledBody;
 use self::upgrade::Tunnels;
 use self::upstream::{Outbound, Upstreams};
-use crate::config::Config;
-use crate::error::ProxyError;
+use crate::error::{Kind, ProxyError};
 use crate::session::codec::UpdateError;
-use crate::session::cookie::{CookieCodec, Sid};
-use crate::session::store::{SessionPolicy, Store, StoreError};
-use crate::session::{CookieChange, Instructions, Resolved, Sessions};
-use crate::timeouts::Timeouts;
+use crate::session::cookie::CookieCodec;
+use crate::session::store::{Store, StoreError};
+use crate::session::{CookieChange, Instructions, Sessions};
+use crate::settings::Settings;
+use crate::timeouts::IdleBody;
 
-/// Everything a request needs, built once from the configuration.
+/// A response body: the upstream's, streamed under the idle deadline, or one
+/// sessiongate wrote.
+pub type ProxyBody = Either<IdleBody<PooledBody>, Full<Bytes>>;
+
+/// A short body of sessiongate's own.
+pub fn own_body(text: &'static str) -> ProxyBody {
+    Either::Right(Full::new(Bytes::from_static(text.as_bytes())))
+}
+
+/// Everything a request needs, built once from the settings.
 pub struct Gateway {
     sessions: Sessions,
     names: SessionHeaders,
@@ -52,27 +71,22 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the pipeline: cookie codec, store, header names, upstream pool.
-    pub fn new(config: &Config) -> Result<Gateway, StoreError> {
-        let timeouts = Timeouts::new(config);
-        let policy = SessionPolicy {
-            idle: config.session.idle_timeout,
-            absolute: config.session.absolute_timeout,
-            max_bytes: config.session.max_bytes,
-        };
-        let store = Store::open(&config.store, policy, timeouts.store)?;
+    pub fn new(settings: &Settings) -> Result<Gateway, StoreError> {
+        let config = &settings.config;
+        let store = Store::open(&config.store, settings.policy, settings.timeouts.store)?;
         let sessions = Sessions::new(
             CookieCodec::new(&config.cookie),
             store,
-            policy,
+            settings.policy,
             config.store.on_error,
         );
         Ok(Gateway {
             sessions,
             names: SessionHeaders::new(&config.session.header_prefix),
-            upstreams: Arc::new(Upstreams::new(&config.upstreams, &timeouts)),
+            upstreams: Arc::new(Upstreams::new(&config.upstreams, &settings.timeouts)),
             tunnels: Tunnels::default(),
             retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
-            body_idle: timeouts.body_idle,
+            body_idle: settings.timeouts.body_idle,
         })
     }
 
@@ -92,11 +106,15 @@ impl Gateway {
     }
 
     /// Proxies one request; every failure becomes a short error response.
-    pub async fn handle(&self, request: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: &Arc<Client>,
+    ) -> Response<ProxyBody> {
         match self.proxy(request, client).await {
             Ok(response) => response,
             Err(error) => {
-                warn!(origin = error.origin(), %error, "request failed");
+                warn!(origin = %error.origin(), client = %client.addr, %error, "request failed");
                 error.to_response(&self.retry_after)
             }
         }
@@ -104,92 +122,72 @@ impl Gateway {
 
     async fn proxy(
         &self,
-        mut request: Request<Incoming>,
-        client: &Client,
+        request: Request<Incoming>,
+        client: &Arc<Client>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        // A protocol switch is an HTTP/1.1 affair (RFC 9110 §7.8).
-        let upgrade =
-            request.version() == Version::HTTP_11 && headers::wants_upgrade(request.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let presented = self.request_filter(&mut parts.headers);
-        let session = self.sessions.resolve(presented).await?;
-        let host = parts.headers.get(HOST).cloned().or_else(|| {
-            let authority = parts.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
-        let upstream_request = |headers: HeaderMap| {
-            self.upstream_request(headers, &session, client, host.clone(), upgrade)
+        let mut context = RequestContext::admit(&parts, client.clone())?;
+        // What hyper::upgrade::on takes from a request, taken from its parts.
+        let client_upgrade = match context.upgrade {
+            true => parts.extensions.remove::<OnUpgrade>(),
+            false => None,
         };
+        self.request_filter(&mut parts.headers, &mut context);
+        context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        self.upstream_request(&mut parts.headers, &context);
         // Only an idempotent request without a body may be sent a second
-        // time after a failure; only then are its headers kept for that.
-        let replayable = parts.method.is_idempotent() && http_body::Body::is_end_stream(&body);
-        let (headers, kept) = match replayable {
-            true => (upstream_request(parts.headers.clone()), Some(parts.headers)),
-            false => (upstream_request(parts.headers), None),
-        };
-        let replay = kept
-            .as_ref()
-            .map(|kept| move || upstream_request(kept.clone()));
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // time after a failure; only then is a copy of its headers kept.
+        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
+            .then(|| parts.headers.clone());
         let outbound = Outbound {
             method: parts.method,
-            path,
-            headers,
-            body,
-            replay: replay
-                .as_ref()
-                .map(|r| r as &(dyn Fn() -> HeaderMap + Sync)),
+            path: context.path.clone(),
+            headers: parts.headers,
+            body: RequestBody::new(body, self.body_idle),
+            replay: replay.as_ref(),
         };
         let mut response = self.upstreams.forward(outbound).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
             (false, _) => None,
-            (true, Some(client_upgrade)) => {
-                Some((client_upgrade, hyper::upgrade::on(&mut response)))
-            }
-            (true, None) => return Err(ProxyError::UnexpectedUpgrade),
+            (true, Some(client_side)) => Some((client_side, hyper::upgrade::on(&mut response))),
+            (true, None) => return Err(ProxyError::new(Kind::UnexpectedUpgrade)),
         };
         let (mut parts, body) = response.into_parts();
         let instructions = self.response_filter(&mut parts.headers, switching);
-        let cookie = self.sessions.commit(&session, instructions).await?;
+        let cookie = self
+            .sessions
+            .commit(context.session(), instructions)
+            .await?;
         self.finish(&mut parts.headers, cookie);
         if let Some((client_side, upstream_side)) = tunnel {
             self.tunnels.open(client_side, upstream_side);
         }
-        debug!(status = %parts.status, session = ?session.status, "proxied");
+        debug!(status = %parts.status, session = ?context.session().status, "proxied");
         Ok(Response::from_parts(
             parts,
-            upstream_body(body, self.body_idle),
+            Either::Left(IdleBody::new(body, self.body_idle)),
         ))
     }
 
-    /// Phase 1: no client header with the session prefix survives, and the
-    /// session cookie leaves the `Cookie` header. Returns the verified sid.
-    pub fn request_filter(&self, headers: &mut HeaderMap) -> Option<Sid> {
+    /// Phase 2: no client header with the session prefix survives, and the
+    /// session cookie leaves the `Cookie` header; its sid, if verified,
+    /// goes into the context.
+    pub fn request_filter(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         self.names.strip(headers);
-        self.sessions.cookie.take_from(headers).sid()
+        context.presented = self.sessions.cookie.take_from(headers).sid();
     }
 
-    /// Phase 3: the headers the backend receives.
-    pub fn upstream_request(
-        &self,
-        mut headers: HeaderMap,
-        session: &Resolved,
-        client: &Client,
-        host: Option<HeaderValue>,
-        upgrade: bool,
-    ) -> HeaderMap {
-        headers::remove_hop_by_hop(&mut headers, upgrade);
-        headers::set_forwarded(&mut headers, client, host.clone());
-        if let (false, Some(host)) = (headers.contains_key(HOST), host) {
-            // An HTTP/2 client names the host in :authority; HTTP/1.1 needs Host.
-            headers.insert(HOST, host);
-        }
+    /// Phase 4: the headers the backend receives.
+    pub fn upstream_request(&self, headers: &mut HeaderMap, context: &RequestContext) {
+        headers::remove_hop_by_hop(headers, context.upgrade);
+        headers::set_forwarded(headers, &context.client, context.host.clone());
+        match &context.host {
+            Some(host) => headers.insert(HOST, host.clone()),
+            // HTTP/1.0 without Host: the forward phase names each server.
+            None => headers.remove(HOST),
+        };
+        let session = context.session();
         let names = &self.names;
         let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
         headers.insert(names.id.clone(), sid);
@@ -197,10 +195,9 @@ impl Gateway {
         let json = HeaderValue::from_maybe_shared(session.json.clone())
             .expect("stores yield printable ASCII");
         headers.insert(names.session.clone(), json);
-        headers
     }
 
-    /// Phase 5: what the backend asks of the session; then no header with
+    /// Phase 6: what the backend asks of the session; then no header with
     /// the prefix, and no hop-by-hop field, goes on to the client (but the
     /// `Upgrade` of a 101 answer).
     pub fn response_filter(
@@ -224,7 +221,7 @@ impl Gateway {
         instructions
     }
 
-    /// Phase 6, last step: the cookie the client gets.
+    /// Phase 7, last step: the cookie the client gets.
     pub fn finish(&self, headers: &mut HeaderMap, cookie: CookieChange) {
         let codec = &self.sessions.cookie;
         match cookie {
@@ -234,6 +231,146 @@ impl Gateway {
             }
             CookieChange::Expire => {
                 headers.append(SET_COOKIE, codec.expire_cookie());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::request::Parts;
+    use http::{Method, Version};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::session::{Resolved, Status};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn gateway() -> Gateway {
+        let text = format!(
+            "[upstreams]\nservers = [\"http://127.0.0.1:9\"]\n[cookie]\nsecrets = [\"{SECRET}\"]\n\
+             [store]\nkind = \"memory\"\n"
+        );
+        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        Gateway::new(&Settings::new(config)).unwrap()
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri("/cart")
+            .version(Version::HTTP_11);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn context(parts: &Parts) -> RequestContext {
+        let client = Arc::new(Client::new("192.0.2.7:5000".parse().unwrap(), false));
+        RequestContext::admit(parts, client).unwrap()
+    }
+
+    #[test]
+    fn request_filter_strips_prefixed_headers_and_takes_out_a_verified_cookie() {
+        let gateway = gateway();
+        let sid = crate::session::cookie::Sid::generate();
+        let cookie = gateway.sessions.cookie.set_cookie(&sid);
+        let pair = cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut parts = request(&[
+            ("host", "shop.example"),
+            ("x-session-id", "forged"),
+            ("X-Session", "{\"admin\":true}"),
+            ("cookie", &format!("theme=dark; {pair}")),
+        ]);
+        let mut context = context(&parts);
+        gateway.request_filter(&mut parts.headers, &mut context);
+        assert_eq!(context.presented.as_ref(), Some(&sid));
+        assert!(!parts.headers.contains_key("x-session-id"));
+        assert!(!parts.headers.contains_key("x-session"));
+        assert_eq!(parts.headers["cookie"], "theme=dark");
+    }
+
+    #[test]
+    fn a_forged_cookie_presents_no_sid() {
+        let gateway = gateway();
+        let mut parts = request(&[("host", "a"), ("cookie", "sg_session=abc.def")]);
+        let mut context = context(&parts);
+        gateway.request_filter(&mut parts.headers, &mut context);
+        assert_eq!(context.presented, None);
+    }
+
+    #[test]
+    fn upstream_request_sets_the_decided_host_forwarded_and_session_headers() {
+        let gateway = gateway();
+        let mut parts = request(&[
+            ("host", "shop.example"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+        ]);
+        let mut context = context(&parts);
+        let sid = crate::session::cookie::Sid::generate();
+        context.session = Some(Resolved {
+            sid: sid.clone(),
+            status: Status::Active,
+            json: Bytes::from_static(b"{\"user\":\"ada\"}"),
+        });
+        gateway.upstream_request(&mut parts.headers, &context);
+        let h = &parts.headers;
+        assert_eq!(h["host"], "shop.example");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-session-id"], sid.as_str());
+        assert_eq!(h["x-session-status"], "active");
+        assert_eq!(h["x-session"], "{\"user\":\"ada\"}");
+        assert!(!h.contains_key("connection") && !h.contains_key("x-hop"));
+    }
+
+    #[test]
+    fn response_filter_reads_updates_and_action_and_strips_them() {
+        let gateway = gateway();
+        let mut headers = HeaderMap::new();
+        headers.append("x-session-update", HeaderValue::from_static("{\"a\":1}"));
+        headers.append("x-session-update", HeaderValue::from_static("{\"b\":2}"));
+        headers.append("x-session-action", HeaderValue::from_static("rotate"));
+        headers.append("x-session-anything", HeaderValue::from_static("x"));
+        headers.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.append("content-type", HeaderValue::from_static("text/html"));
+        let instructions = gateway.response_filter(&mut headers, false).unwrap();
+        assert_eq!(instructions.action, Some(crate::session::Action::Rotate));
+        assert_eq!(instructions.changes.iter().count(), 2);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-type"]);
+    }
+
+    #[test]
+    fn finish_sets_or_expires_the_cookie_or_leaves_it() {
+        let gateway = gateway();
+        let sid = crate::session::cookie::Sid::generate();
+        for (change, expected) in [
+            (CookieChange::Keep, None),
+            (
+                CookieChange::Set(sid.clone()),
+                Some(sid.as_str().to_string()),
+            ),
+            (CookieChange::Expire, Some("Max-Age=0".to_string())),
+        ] {
+            let mut headers = HeaderMap::new();
+            gateway.finish(&mut headers, change);
+            let set = headers
+                .get(SET_COOKIE)
+                .map(|v| v.to_str().unwrap().to_string());
+            match expected {
+                None => assert!(set.is_none()),
+                Some(part) => assert!(set.unwrap().contains(&part)),
             }
         }
     }

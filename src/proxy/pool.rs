@@ -103,8 +103,10 @@ impl Pool {
     }
 
     /// Sends a request on one of this server's connections and waits up to
-    /// `response_timeout` for the response head; its body brings the
-    /// connection back to the pool once read to the end.
+    /// `response_timeout` for the response head, counted from when the
+    /// request body has been sent whole (a slow upload is the body idle
+    /// deadline's business); the response body brings the connection back
+    /// to the pool once read to the end.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
@@ -116,17 +118,24 @@ impl Pool {
                 Err(error) => return Sent::Unsent(request, error.into()),
             };
             let reused = connection.reused;
-            match within(
-                "the upstream response head",
-                response_timeout,
-                connection.send(request),
-            )
-            .await
-            {
-                // A pooled connection the server closed meanwhile: a fresh one.
-                Ok(Sent::Unsent(unsent, _)) if reused => request = unsent,
-                Ok(sent) => return sent,
-                Err(elapsed) => return Sent::TimedOut(elapsed),
+            let body_sent = request.body().sent();
+            let deadline = async {
+                body_sent.await;
+                tokio::time::sleep(response_timeout).await;
+            };
+            tokio::select! {
+                biased;
+                sent = connection.send(request) => match sent {
+                    // A pooled connection the server closed meanwhile: a fresh one.
+                    Sent::Unsent(unsent, _) if reused => request = unsent,
+                    sent => return sent,
+                },
+                () = deadline => {
+                    return Sent::TimedOut(Elapsed {
+                        what: "the upstream response head",
+                        limit: response_timeout,
+                    });
+                }
             }
         }
     }

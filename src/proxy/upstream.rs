@@ -4,8 +4,12 @@
 //! server that keeps failing; active health checks (`[upstreams.health]`).
 //!
 //! A server is out of rotation while it is ejected (`max_fails` failures in a
-//! row, for `fail_timeout`) or while the health check holds it down. When no
-//! server is in rotation, a request gets an immediate 502.
+//! row, for `fail_timeout`) or while the health check holds it down. Only a
+//! server's own failures count ([`ProxyError::counts_against_upstream`]): a
+//! client that breaks off its body harms no server. When every server is
+//! ejected, the one whose ejection ends first is tried (as nginx does), so
+//! service comes back as soon as one answers; when the health checks hold
+//! every server down, a request gets an immediate 502.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,7 +18,6 @@ use std::time::Duration;
 use http::header::{HOST, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,33 +25,34 @@ use tracing::{info, warn};
 use super::body::RequestBody;
 use super::pool::{Pool, PooledBody, Sent};
 use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
-use crate::error::ProxyError;
+use crate::error::{Kind, ProxyError};
 use crate::timeouts::{Timeouts, within};
 
 /// How often idle pooled connections are swept without health checks.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The upstream pool.
 pub struct Upstreams {
-    servers: Vec<Server>,
+    servers: Vec<Peer>,
     /// One period of smooth weighted round-robin: indices into `servers`.
     schedule: Vec<usize>,
     next: AtomicUsize,
     max_fails: u32,
     fail_timeout: Duration,
     response_timeout: Duration,
-    body_idle: Duration,
     health: Option<HealthConfig>,
     origin: Instant,
 }
 
-/// One server and what is known of its health.
-struct Server {
+/// One server of the pool, and what is known of its health.
+struct Peer {
     url: UpstreamUrl,
+    /// Its `host:port`, the `Host` of a request whose client named none.
+    host: HeaderValue,
     pool: Arc<Pool>,
     /// Failed requests in a row.
     fails: AtomicU32,
-    /// Ejected until this many ms after `Upstreams::origin` (0: not ejected).
+    /// Ejected until this many ms on [`Upstreams::elapsed_ms`]'s clock (0: not ejected).
     ejected_until: AtomicU64,
     /// Held down by the active health check.
     checked_down: AtomicBool,
@@ -61,15 +65,15 @@ pub struct Outbound<'a> {
     pub method: Method,
     /// The path and query, as the client sent them.
     pub path: PathAndQuery,
-    /// The headers, already filtered.
+    /// The headers, already filtered, with the `Host` decided for the
+    /// request; without one when the client named none (HTTP/1.0).
     pub headers: HeaderMap,
     /// The client's body.
-    pub body: Incoming,
-    /// Makes the headers again, for a request that may be sent a second
-    /// time after its first attempt got no response head: only an
-    /// idempotent request without a body (the caller decides, and keeps the
-    /// headers for it).
-    pub replay: Option<&'a (dyn Fn() -> HeaderMap + Sync)>,
+    pub body: RequestBody,
+    /// The same headers again, for a request that may be sent a second time
+    /// after its first attempt got no response head: only an idempotent
+    /// request without a body (the caller decides, and keeps the copy).
+    pub replay: Option<&'a HeaderMap>,
 }
 
 impl Upstreams {
@@ -80,8 +84,10 @@ impl Upstreams {
             servers: config
                 .servers
                 .iter()
-                .map(|s| Server {
+                .map(|s| Peer {
                     url: s.url.clone(),
+                    host: HeaderValue::from_str(s.url.authority.as_str())
+                        .expect("an authority is a header value"),
                     pool: Arc::new(Pool::new(
                         s.url.clone(),
                         config.max_idle_connections,
@@ -98,13 +104,13 @@ impl Upstreams {
             max_fails: config.max_fails,
             fail_timeout: config.fail_timeout,
             response_timeout: timeouts.upstream_response,
-            body_idle: timeouts.body_idle,
             health: config.health.clone(),
             origin: Instant::now(),
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Milliseconds since the pool was made: the clock of `ejected_until`.
+    fn elapsed_ms(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
     }
 
@@ -114,28 +120,48 @@ impl Upstreams {
             && server.ejected_until.load(Ordering::Relaxed) <= now_ms
     }
 
-    /// The next server in weighted round-robin order that is in rotation.
+    /// The next server in weighted round-robin order that is in rotation;
+    /// when every server is ejected, the one whose ejection ends first.
+    /// None only when the health checks hold every server down.
     fn pick(&self) -> Option<usize> {
-        let now = self.now_ms();
+        let now = self.elapsed_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..self.schedule.len())
             .map(|i| self.schedule[(start + i) % self.schedule.len()])
             .find(|&index| self.in_rotation(index, now))
+            .or_else(|| self.soonest_back(&[]))
     }
 
-    /// For a retry: the next server after `after`, in rotation and not tried.
+    /// The ejected server, not held down by health checks nor in `tried`,
+    /// whose ejection ends first.
+    fn soonest_back(&self, tried: &[usize]) -> Option<usize> {
+        (0..self.servers.len())
+            .filter(|index| !tried.contains(index))
+            .filter(|&index| !self.servers[index].checked_down.load(Ordering::Relaxed))
+            .min_by_key(|&index| self.servers[index].ejected_until.load(Ordering::Relaxed))
+    }
+
+    /// For a retry: the next server after `after`, in rotation and not
+    /// tried; when none is, the untried ejected one that is back soonest.
     fn pick_after(&self, after: usize, tried: &[usize]) -> Option<usize> {
-        let now = self.now_ms();
+        let now = self.elapsed_ms();
         let count = self.servers.len();
         (1..count)
             .map(|i| (after + i) % count)
             .find(|index| !tried.contains(index) && self.in_rotation(*index, now))
+            .or_else(|| self.soonest_back(tried))
     }
 
+    /// A server that answered is back in rotation, its failures forgotten.
     fn succeeded(&self, index: usize) {
         let server = &self.servers[index];
         if server.fails.load(Ordering::Relaxed) != 0 {
             server.fails.store(0, Ordering::Relaxed);
+        }
+        if server.ejected_until.load(Ordering::Relaxed) != 0
+            && server.ejected_until.swap(0, Ordering::Relaxed) > self.elapsed_ms()
+        {
+            info!(server = %server.url, "upstream answered; back in rotation");
         }
     }
 
@@ -146,7 +172,7 @@ impl Upstreams {
         let server = &self.servers[index];
         let fails = server.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= self.max_fails && self.servers.len() > 1 {
-            let now = self.now_ms();
+            let now = self.elapsed_ms();
             let until = now + self.fail_timeout.as_millis() as u64;
             if server.ejected_until.swap(until, Ordering::Relaxed) <= now {
                 warn!(server = %server.url, fails, out_for = ?self.fail_timeout, "upstream taken out of rotation");
@@ -158,7 +184,8 @@ impl Upstreams {
     /// next server in rotation when nothing of it was sent (connecting
     /// failed, say), body and all; and when it was sent but no response head
     /// came back, if the caller gave a `replay` (an idempotent request
-    /// without a body, RFC 9110 §9.2.2).
+    /// without a body, RFC 9110 §9.2.2). A failure that is not the server's
+    /// own (the client's body broke) ends the request at once.
     pub async fn forward(
         &self,
         outbound: Outbound<'_>,
@@ -167,21 +194,25 @@ impl Upstreams {
             method,
             path,
             headers,
-            body,
+            mut body,
             replay,
         } = outbound;
-        let mut index = self.pick().ok_or(ProxyError::NoUpstream)?;
-        let mut body = RequestBody::new(body, self.body_idle);
+        let named_host = headers.contains_key(HOST);
+        let mut index = self.pick().ok_or(ProxyError::new(Kind::NoUpstream))?;
         let mut headers = Some(headers);
         let mut tried = vec![];
         loop {
             let server = &self.servers[index];
-            let request_headers = match (headers.take(), replay) {
+            let mut request_headers = match (headers.take(), replay) {
                 (Some(headers), _) => headers,
-                (None, Some(replay)) => replay(),
+                (None, Some(replay)) => replay.clone(),
                 (None, None) => unreachable!("headers are spent only when a replay exists"),
             };
-            let request = build_request(&method, &server.url, &path, request_headers, body);
+            if !named_host {
+                // Each attempt names its own server (RFC 9112 §3.2).
+                request_headers.insert(HOST, server.host.clone());
+            }
+            let request = build_request(&method, &path, request_headers, body);
             body = RequestBody::empty();
             let failure = match server.pool.send(request, self.response_timeout).await {
                 Sent::Response(response) => {
@@ -191,14 +222,14 @@ impl Upstreams {
                 Sent::Unsent(request, error) => {
                     let (parts, unsent_body) = request.into_parts();
                     (headers, body) = (Some(parts.headers), unsent_body);
-                    ProxyError::upstream(&server.url, error)
+                    ProxyError::exchange(&server.url, error)
                 }
-                Sent::Failed(error) => ProxyError::upstream(&server.url, error),
-                Sent::TimedOut(elapsed) => ProxyError::UpstreamTimeout {
-                    server: server.url.to_string(),
-                    elapsed,
-                },
+                Sent::Failed(error) => ProxyError::exchange(&server.url, error),
+                Sent::TimedOut(elapsed) => ProxyError::upstream_timeout(&server.url, elapsed),
             };
+            if !failure.counts_against_upstream() {
+                return Err(failure);
+            }
             self.failed(index);
             tried.push(index);
             let can_resend = headers.is_some() || replay.is_some();
@@ -231,7 +262,9 @@ impl Upstreams {
                 .expect("validated with the configuration");
             (health, path)
         });
-        let every = health.as_ref().map_or(SWEEP_EVERY, |(h, _)| h.interval);
+        let every = health
+            .as_ref()
+            .map_or(IDLE_SWEEP_INTERVAL, |(h, _)| h.interval);
         let mut streaks = vec![(0u32, 0u32); self.servers.len()];
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -272,7 +305,7 @@ impl Upstreams {
                 (*good_streak, *bad_streak) = (0, *bad_streak + 1);
             }
             let down = server.checked_down.load(Ordering::Relaxed);
-            let ejected = server.ejected_until.load(Ordering::Relaxed) > self.now_ms();
+            let ejected = server.ejected_until.load(Ordering::Relaxed) > self.elapsed_ms();
             if (down || ejected) && *good_streak >= health.healthy_threshold {
                 server.checked_down.store(false, Ordering::Relaxed);
                 server.ejected_until.store(0, Ordering::Relaxed);
@@ -292,13 +325,8 @@ impl Upstreams {
             USER_AGENT,
             HeaderValue::from_static("sessiongate-health-check"),
         );
-        let request = build_request(
-            &Method::GET,
-            &server.url,
-            path,
-            headers,
-            RequestBody::empty(),
-        );
+        headers.insert(HOST, server.host.clone());
+        let request = build_request(&Method::GET, path, headers, RequestBody::empty());
         match within(
             "a health check",
             timeout,
@@ -333,21 +361,14 @@ fn smooth_weighted_schedule(weights: &[u32]) -> Vec<usize> {
         .collect()
 }
 
-/// The request as a server gets it: origin-form target (RFC 9112 §3.2.1),
-/// HTTP/1.1 whatever the client spoke, and a `Host` (the client's, or the
-/// server's own name when the client sent none).
+/// The request as a server gets it: origin-form target (RFC 9112 §3.2.1)
+/// and HTTP/1.1, whatever the client spoke.
 fn build_request(
     method: &Method,
-    server: &UpstreamUrl,
     path: &PathAndQuery,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: RequestBody,
 ) -> Request<RequestBody> {
-    if !headers.contains_key(HOST) {
-        let host = HeaderValue::from_str(server.authority.as_str())
-            .expect("an authority is a header value");
-        headers.insert(HOST, host);
-    }
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = Uri::from(path.clone());

@@ -312,3 +312,161 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{CookieConfig, Secret, StoreConfig, StoreKind};
+
+    fn sessions(on_error: OnError) -> Sessions {
+        let policy = SessionPolicy {
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(3600),
+            max_bytes: 64,
+        };
+        let config = StoreConfig {
+            kind: StoreKind::Memory,
+            ..StoreConfig::default()
+        };
+        let secret = Secret::resolve("0123456789abcdef0123456789abcdef").unwrap();
+        let store = Store::open(&config, policy, Duration::from_secs(1)).unwrap();
+        Sessions::new(
+            CookieCodec::new(&CookieConfig::new(vec![secret])),
+            store,
+            policy,
+            on_error,
+        )
+    }
+
+    fn asks(updates: &[&str], actions: &[&str]) -> Result<Instructions, UpdateError> {
+        Instructions::parse(
+            updates.iter().map(|u| u.as_bytes()),
+            actions.iter().map(|a| a.as_bytes()),
+        )
+    }
+
+    /// Stores `{"n":1}` for a new visitor and returns its sid.
+    async fn created(sessions: &Sessions) -> Sid {
+        let new = sessions.resolve(None).await.unwrap();
+        match sessions
+            .commit(&new, asks(&[r#"{"n":1}"#], &[]))
+            .await
+            .unwrap()
+        {
+            CookieChange::Set(sid) => {
+                assert_eq!(sid, new.sid, "a new session takes the sid it was offered");
+                sid
+            }
+            other => panic!("no cookie set: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_visitor_without_a_sid_is_new_and_storing_nothing_creates_nothing() {
+        let sessions = sessions(OnError::FailClosed);
+        let new = sessions.resolve(None).await.unwrap();
+        assert_eq!((new.status, &new.json[..]), (Status::New, &b"{}"[..]));
+        let empty = sessions.commit(&new, asks(&[], &[])).await.unwrap();
+        assert_eq!(empty, CookieChange::Keep);
+        assert_eq!(
+            sessions.resolve(Some(new.sid)).await.unwrap().status,
+            Status::New
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_session_is_loaded_with_its_data() {
+        let sessions = sessions(OnError::FailClosed);
+        let sid = created(&sessions).await;
+        let loaded = sessions.resolve(Some(sid.clone())).await.unwrap();
+        assert_eq!(loaded.status, Status::Active);
+        assert_eq!(loaded.sid, sid);
+        assert_eq!(&loaded.json[..], br#"{"n":1}"#);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_sid_is_never_adopted() {
+        let sessions = sessions(OnError::FailClosed);
+        let presented = Sid::generate();
+        let resolved = sessions.resolve(Some(presented.clone())).await.unwrap();
+        assert_eq!(resolved.status, Status::New);
+        assert_ne!(resolved.sid, presented);
+    }
+
+    #[tokio::test]
+    async fn rotate_moves_the_data_to_a_fresh_sid_and_the_old_one_dies() {
+        let sessions = sessions(OnError::FailClosed);
+        let old = created(&sessions).await;
+        let active = sessions.resolve(Some(old.clone())).await.unwrap();
+        let change = sessions
+            .commit(&active, asks(&[r#"{"user":"ada"}"#], &["rotate"]))
+            .await
+            .unwrap();
+        let CookieChange::Set(new) = change else {
+            panic!("rotate sets a cookie: {change:?}");
+        };
+        assert_ne!(new, old);
+        let moved = sessions.resolve(Some(new)).await.unwrap();
+        assert_eq!(&moved.json[..], br#"{"n":1,"user":"ada"}"#);
+        assert_eq!(
+            sessions.resolve(Some(old)).await.unwrap().status,
+            Status::New
+        );
+    }
+
+    #[tokio::test]
+    async fn destroy_ends_the_session_and_expires_the_cookie() {
+        let sessions = sessions(OnError::FailClosed);
+        let sid = created(&sessions).await;
+        let active = sessions.resolve(Some(sid.clone())).await.unwrap();
+        let change = sessions
+            .commit(&active, asks(&[], &["destroy"]))
+            .await
+            .unwrap();
+        assert_eq!(change, CookieChange::Expire);
+        assert_eq!(
+            sessions.resolve(Some(sid)).await.unwrap().status,
+            Status::New
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_or_oversized_update_changes_nothing() {
+        let sessions = sessions(OnError::FailClosed);
+        let sid = created(&sessions).await;
+        let active = sessions.resolve(Some(sid.clone())).await.unwrap();
+        let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(100));
+        for bad in [
+            asks(&["[1]"], &[]),
+            asks(&[r#"{"__user":1}"#], &[]),
+            asks(&[&big], &[]),
+        ] {
+            assert_eq!(
+                sessions.commit(&active, bad).await.unwrap(),
+                CookieChange::Keep
+            );
+        }
+        let after = sessions.resolve(Some(sid)).await.unwrap();
+        assert_eq!(&after.json[..], br#"{"n":1}"#);
+    }
+
+    #[tokio::test]
+    async fn under_fail_open_a_session_that_was_unavailable_drops_its_changes() {
+        let sessions = sessions(OnError::FailOpen);
+        let unavailable = Resolved::without_session(Sid::generate(), Status::Unavailable);
+        let update = sessions
+            .commit(&unavailable, asks(&[r#"{"a":1}"#], &[]))
+            .await;
+        assert_eq!(update.unwrap(), CookieChange::Keep);
+        let destroy = sessions.commit(&unavailable, asks(&[], &["destroy"])).await;
+        assert_eq!(
+            destroy.unwrap(),
+            CookieChange::Expire,
+            "a logout still ends the cookie"
+        );
+        let after = sessions.resolve(Some(unavailable.sid)).await.unwrap();
+        assert_eq!(after.status, Status::New, "nothing was stored");
+    }
+}

@@ -1,0 +1,196 @@
+//! A client connection's stream with its watchdog: the request-head and
+//! keep-alive deadlines, enforced on every read, over any transport that
+//! can say it is readable without being read ([`ClientIo`]: plain TCP, and
+//! a TLS stream). It also reads a new connection's opening bytes, which
+//! tell HTTP/2's preface from HTTP/1.1.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::WaitForCancellationFuture;
+
+use super::activity::Activity;
+use crate::timeouts::{Alarm, Timeouts};
+
+/// What an HTTP/2 prior-knowledge connection opens with (RFC 9113, 3.4).
+pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a new connection's first bytes are read: at most this much at once.
+const OPENING_READ: usize = 4096;
+
+/// A client transport: a byte stream that can also wait until it is
+/// readable without reading, so that a parked connection holds no buffer.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready once something can be read (or the stream has failed).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ClientIo for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// A client connection's socket with its watchdog: reading fails with
+/// `TimedOut`, which makes hyper close the connection, once the request head
+/// or the keep-alive deadline of its [`Activity`] has passed. Bytes already
+/// read (the opening, or what hyper read ahead before parking) are read
+/// again first.
+pub struct GuardedStream<S> {
+    inner: S,
+    pub(super) unread: Bytes,
+    activity: Arc<Activity>,
+    request_header: Duration,
+    keepalive: Duration,
+    alarm: Alarm,
+}
+
+impl<S: ClientIo> GuardedStream<S> {
+    /// Guards `inner` with the client deadlines of `timeouts`.
+    pub fn new(inner: S, activity: Arc<Activity>, timeouts: &Timeouts) -> GuardedStream<S> {
+        GuardedStream {
+            inner,
+            unread: Bytes::new(),
+            activity,
+            request_header: timeouts.request_header,
+            keepalive: timeouts.keepalive,
+            alarm: Alarm::default(),
+        }
+    }
+
+    /// Ready with an error once the deadline that applies has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(deadline) = self.activity.deadline(self.request_header, self.keepalive) else {
+            return Poll::Pending;
+        };
+        ready!(self.alarm.poll_until(deadline, cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client connection idle or request head too slow",
+        ))
+    }
+
+    /// Waits, holding nothing but the socket, until the client sends
+    /// something: false at the deadline, at an error, or once `stopped`.
+    pub(super) async fn wait_for_bytes(
+        &mut self,
+        mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> bool {
+        poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() || self.poll_deadline(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            self.inner.poll_read_ready(cx).map(|ready| ready.is_ok())
+        })
+        .await
+    }
+
+    /// Reads a new connection's first bytes into `unread`, enough to tell
+    /// HTTP/2's preface from an HTTP/1.1 request: false if none come.
+    pub(super) async fn read_opening(
+        &mut self,
+        mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> bool {
+        let mut opening = BytesMut::new();
+        loop {
+            opening.reserve(OPENING_READ);
+            let read = poll_fn(|cx| {
+                if stopped.as_mut().poll(cx).is_ready() || self.poll_deadline(cx).is_ready() {
+                    return Poll::Ready(Ok(0));
+                }
+                let read = self.inner.read_buf(&mut opening);
+                std::pin::pin!(read).poll(cx)
+            })
+            .await;
+            match read {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            if opening.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&opening) {
+                self.unread = opening.freeze();
+                return true;
+            }
+        }
+    }
+}
+
+impl<S: ClientIo> AsyncRead for GuardedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Poll::Ready(error) = self.poll_deadline(cx) {
+            return Poll::Ready(Err(error));
+        }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            if self.unread.is_empty() {
+                self.unread = Bytes::new();
+            }
+            self.activity.bytes_arrived();
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: ClientIo> GuardedStream<S> {
+    /// Notes whether a write to the client is waiting for room.
+    fn written<T>(&self, result: Poll<T>) -> Poll<T> {
+        self.activity
+            .write_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
+        result
+    }
+}
+
+impl<S: ClientIo> AsyncWrite for GuardedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
