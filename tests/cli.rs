@@ -85,6 +85,21 @@ fn run_with_a_bad_config_exits_1_with_the_reason() {
 }
 
 #[test]
+fn a_missing_config_file_names_its_os_error_once() {
+    for args in [&["check", "--config"][..], &["--config"]] {
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push("/nonexistent/sg.toml".as_ref());
+        let (code, output) = common::sessiongate(&args, &[]);
+        assert_eq!(code, Some(1), "{output}");
+        assert!(
+            output.contains("/nonexistent/sg.toml: cannot read the configuration"),
+            "{output}"
+        );
+        assert_eq!(output.matches("os error 2").count(), 1, "{output}");
+    }
+}
+
+#[test]
 fn keygen_prints_32_bytes_of_base64_and_never_the_same_twice() {
     let run = || {
         let output = Command::new(BIN).arg("keygen").output().unwrap();
