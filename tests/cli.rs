@@ -84,6 +84,21 @@ fn run_with_a_bad_config_exits_1_with_the_reason() {
     assert!(output.contains("/nonexistent/sg.toml"), "{output}");
 }
 
+/// `sessiongate check` of this configuration text: exit code and output.
+fn check(name: &str, text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let path = temp_file(name, text);
+    common::sessiongate(
+        &["check".as_ref(), "--config".as_ref(), path.as_os_str()],
+        env,
+    )
+}
+
+fn with_upstream_and_secret(extra: &str) -> String {
+    format!(
+        "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\nsecrets = [\"{SECRET_A}\"]\n{extra}"
+    )
+}
+
 #[test]
 fn a_missing_config_file_names_its_os_error_once() {
     for args in [&["check", "--config"][..], &["--config"]] {
@@ -97,6 +112,21 @@ fn a_missing_config_file_names_its_os_error_once() {
         );
         assert_eq!(output.matches("os error 2").count(), 1, "{output}");
     }
+}
+
+#[test]
+fn a_listen_address_with_a_host_name_asks_for_an_ip_address() {
+    let text = format!(
+        "[server]\nlisten = \"localhost:8080\"\n{}",
+        with_upstream_and_secret("")
+    );
+    let (code, output) = check("listen-host", &text, &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("server.listen: \"localhost:8080\" is not an IP address and port")
+            && output.contains("\"127.0.0.1:8080\""),
+        "{output}"
+    );
 }
 
 #[test]
