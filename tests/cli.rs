@@ -130,6 +130,71 @@ fn a_listen_address_with_a_host_name_asks_for_an_ip_address() {
 }
 
 #[test]
+fn a_redis_url_without_a_scheme_asks_for_redis_and_hides_the_password() {
+    let (code, output) = check(
+        "redis-scheme",
+        &with_upstream_and_secret("[store]\nurl = \"127.0.0.1:6379\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("store.url: a Redis URL starts with redis://")
+            && output.contains("\"redis://127.0.0.1:6379\""),
+        "{output}"
+    );
+    assert!(!output.contains("InvalidClientConfig"), "{output}");
+    let (code, output) = check(
+        "redis-scheme-password",
+        &with_upstream_and_secret("[store]\nurl = \"app:pa55word@127.0.0.1:6379/0\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("redis://app:***@127.0.0.1:6379/0"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("pa55word"),
+        "the password leaked: {output}"
+    );
+}
+
+#[test]
+fn check_warns_of_an_absolute_timeout_shorter_than_the_idle_timeout() {
+    let (code, output) = check(
+        "timeouts",
+        &with_upstream_and_secret("[session]\nidle_timeout = \"2h\"\nabsolute_timeout = \"1h\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(
+            "warning: session.absolute_timeout (1h) is not longer than session.idle_timeout (2h)"
+        ),
+        "{output}"
+    );
+    let (_, output) = check("timeouts-default", &with_upstream_and_secret(""), &[]);
+    assert!(!output.contains("absolute_timeout"), "{output}");
+}
+
+#[test]
+fn check_warns_of_a_secret_listed_twice_naming_it_by_origin_only() {
+    let text = format!(
+        "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\n\
+         secrets = [\"{SECRET_A}\", \"env:SG_TEST_SAME_SECRET\"]\n"
+    );
+    let (code, output) = check("same-secret", &text, &[("SG_TEST_SAME_SECRET", SECRET_A)]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(
+            "warning: cookie.secrets: entry 2 (env:SG_TEST_SAME_SECRET) is the same secret as entry 1 (inline)"
+        ),
+        "{output}"
+    );
+    assert!(!output.contains(SECRET_A), "the secret leaked: {output}");
+}
+
+#[test]
 fn keygen_prints_32_bytes_of_base64_and_never_the_same_twice() {
     let run = || {
         let output = Command::new(BIN).arg("keygen").output().unwrap();
