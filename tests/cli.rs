@@ -195,6 +195,49 @@ fn check_warns_of_a_secret_listed_twice_naming_it_by_origin_only() {
 }
 
 #[test]
+fn help_names_the_environment_variables_sessiongate_reads() {
+    let (code, output) = common::sessiongate(&["--help".as_ref()], &[]);
+    assert_eq!(code, Some(0), "{output}");
+    for name in [
+        "SESSIONGATE_SECRET",
+        "SESSIONGATE_LOG",
+        "SESSIONGATE_CONFIG",
+    ] {
+        assert!(
+            output.contains(name),
+            "{name} missing from --help: {output}"
+        );
+    }
+    assert!(
+        output.contains("env:SESSIONGATE_SECRET"),
+        "how config.toml reads the secret: {output}"
+    );
+}
+
+#[test]
+fn only_the_commands_that_read_the_config_take_config() {
+    for (command, reads_config) in [
+        ("run", true),
+        ("check", true),
+        ("keygen", false),
+        ("demo", false),
+    ] {
+        let (code, output) = common::sessiongate(&[command.as_ref(), "--help".as_ref()], &[]);
+        assert_eq!(code, Some(0), "{command}: {output}");
+        assert_eq!(
+            output.contains("--config"),
+            reads_config,
+            "{command}: {output}"
+        );
+    }
+    let (code, output) = common::sessiongate(
+        &["keygen".as_ref(), "--config".as_ref(), "x.toml".as_ref()],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{output}");
+}
+
+#[test]
 fn keygen_prints_32_bytes_of_base64_and_never_the_same_twice() {
     let run = || {
         let output = Command::new(BIN).arg("keygen").output().unwrap();
