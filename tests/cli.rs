@@ -303,6 +303,23 @@ async fn demo_shows_a_session_surviving_round_robin() {
     let page = |reply: &common::Reply| String::from_utf8_lossy(&reply.body).into_owned();
     let first = page(&browser.get("/").await);
     let second = page(&browser.get("/").await);
+    // An inline icon: a browser's /favicon.ico request would take a turn of
+    // the round-robin, and the first reload would show the same backend.
+    assert!(
+        first.contains(r#"<link rel="icon" href="data:,">"#),
+        "{first}"
+    );
+    assert!(
+        first.contains(r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#),
+        "{first}"
+    );
+    // The raw X-Session header the backend received, escaped for HTML.
+    assert!(first.contains("<code>{}</code>"), "{first}");
+    assert!(
+        second.contains("<code>{&quot;visits&quot;:1}</code>"),
+        "{second}"
+    );
+    let sid_before_login = browser.sid().unwrap();
     assert!(
         first.contains("backend A") && second.contains("backend B")
             || first.contains("backend B") && second.contains("backend A")
@@ -327,6 +344,16 @@ async fn demo_shows_a_session_surviving_round_robin() {
         "{third}"
     );
     assert!(third.contains("<b>3</b>"));
+    let sid_after_login = browser.sid().unwrap();
+    assert_ne!(sid_before_login, sid_after_login);
+    assert!(
+        third.contains(&format!(
+            "session id changed at login, from <code>{}…</code> to <code>{}…</code>",
+            &sid_before_login[..8],
+            &sid_after_login[..8]
+        )),
+        "{third}"
+    );
 
     browser
         .send("POST", "/logout", &[], Default::default())
