@@ -98,11 +98,16 @@ async fn backend(name: &'static str, request: Request<Incoming>) -> Response<Ful
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/") => {
             let visits = session["visits"].as_u64().unwrap_or(0) + 1;
-            let page = page(name, &status, &sid, visits, session["name"].as_str());
+            let seen = Seen {
+                backend: name,
+                status: &status,
+                sid: &sid,
+                raw_session: &header("x-session"),
+            };
             Response::builder()
                 .header(CONTENT_TYPE, "text/html; charset=utf-8")
                 .header("x-session-update", json!({ "visits": visits }).to_string())
-                .body(Full::from(page))
+                .body(Full::from(page(&seen, visits, &session)))
         }
         (&Method::POST, "/login") => {
             let form = Limited::new(request.into_body(), 4096).collect().await;
@@ -112,11 +117,13 @@ async fn backend(name: &'static str, request: Request<Incoming>) -> Response<Ful
                 .map(|(_, v)| v.trim().chars().take(40).collect::<String>())
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "anonymous".into());
-            // Login: store the name and move the session to a fresh sid.
+            // Login: store the name and move the session to a fresh sid. The
+            // start of the old sid is kept, so that the page can show the change.
+            let update = json!({ "name": who, "sid_before_login": short(&sid) });
             Response::builder()
                 .status(StatusCode::SEE_OTHER)
                 .header(LOCATION, "/")
-                .header("x-session-update", json!({ "name": who }).to_string())
+                .header("x-session-update", update.to_string())
                 .header("x-session-action", "rotate")
                 .body(Full::default())
         }
@@ -132,33 +139,70 @@ async fn backend(name: &'static str, request: Request<Incoming>) -> Response<Ful
     .expect("static parts are valid")
 }
 
-fn page(backend: &str, status: &str, sid: &str, visits: u64, name: Option<&str>) -> String {
-    let user = match name {
-        Some(name) => format!(
-            "<p>Logged in as <b>{}</b>.</p>\
-             <form method=post action=/logout><button>Log out (destroy)</button></form>",
-            escape(name)
-        ),
+/// What a demo backend was told about the request it serves.
+struct Seen<'a> {
+    backend: &'a str,
+    status: &'a str,
+    sid: &'a str,
+    /// The `X-Session` header's value, exactly as received.
+    raw_session: &'a str,
+}
+
+/// The first characters of a sid: enough to tell two apart on the page.
+fn short(sid: &str) -> &str {
+    sid.get(..8).unwrap_or(sid)
+}
+
+fn page(seen: &Seen<'_>, visits: u64, session: &Value) -> String {
+    let user = match session["name"].as_str() {
+        Some(name) => {
+            let rotated = match session["sid_before_login"].as_str() {
+                Some(before) if before != short(seen.sid) => format!(
+                    "<p>Your session id changed at login, from <code>{}…</code> to \
+                     <code>{}…</code>: this is session fixation protection.</p>",
+                    escape(before),
+                    escape(short(seen.sid))
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "<p>Logged in as <b>{}</b>.</p>{rotated}\
+                 <form method=post action=/logout><button>Log out (destroy)</button></form>",
+                escape(name)
+            )
+        }
         None => "<form method=post action=/login>\
                  <input name=name placeholder='your name' autofocus> \
                  <button>Log in (rotate)</button></form>"
             .to_string(),
     };
+    // The inline icon keeps the browser from asking for /favicon.ico: that
+    // request would take a turn of the round-robin, and the first reload
+    // would then land on the same backend again.
     format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>sessiongate demo</title>\
-         <style>body{{font:16px system-ui;max-width:36em;margin:3em auto}}\
-         .b{{font-size:2em;color:{color}}}code{{background:#eee;padding:0 .3em}}</style></head><body>\
+        "<!doctype html><html><head><meta charset=utf-8>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <link rel=\"icon\" href=\"data:,\"><title>sessiongate demo</title>\
+         <style>body{{font:16px system-ui;max-width:36em;margin:3em auto;padding:0 1em}}\
+         .b{{font-size:2em;color:{color}}}code{{background:#eee;padding:0 .3em;overflow-wrap:anywhere}}</style></head><body>\
          <h1>sessiongate demo</h1>\
          <p class=b>Served by backend {backend}</p>\
          <p>Visits in this session: <b>{visits}</b></p>{user}\
-         <p>Session <code>{sid_start}…</code>, status <code>{status}</code> when this request arrived.</p>\
+         <p>Session <code>{sid}…</code>, status <code>{status}</code> when this request arrived.</p>\
+         <p>The <code>X-Session</code> header this backend received: <code>{raw}</code></p>\
          <p>Reload: the backends alternate (round-robin, no stickiness) while the counter \
          and the name persist. The backends keep no state; sessiongate passes the session \
          to them as the <code>X-Session</code> header and stores what they send back.</p>\
          </body></html>",
-        color = if backend == "A" { "#1565c0" } else { "#2e7d32" },
-        sid_start = escape(sid.get(..8).unwrap_or("")),
-        status = escape(status),
+        color = if seen.backend == "A" {
+            "#1565c0"
+        } else {
+            "#2e7d32"
+        },
+        backend = seen.backend,
+        sid = escape(short(seen.sid)),
+        status = escape(seen.status),
+        raw = escape(seen.raw_session),
     )
 }
 

@@ -16,9 +16,9 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let outcome = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&cli.config),
-        Command::Check => check(&cli.config),
+    let outcome = match cli.into_command() {
+        Command::Run(args) => run(&args.config),
+        Command::Check(args) => check(&args.config),
         Command::Keygen => {
             println!("{}", sessiongate::keygen());
             Ok(())

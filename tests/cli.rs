@@ -84,6 +84,159 @@ fn run_with_a_bad_config_exits_1_with_the_reason() {
     assert!(output.contains("/nonexistent/sg.toml"), "{output}");
 }
 
+/// `sessiongate check` of this configuration text: exit code and output.
+fn check(name: &str, text: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let path = temp_file(name, text);
+    common::sessiongate(
+        &["check".as_ref(), "--config".as_ref(), path.as_os_str()],
+        env,
+    )
+}
+
+fn with_upstream_and_secret(extra: &str) -> String {
+    format!(
+        "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\nsecrets = [\"{SECRET_A}\"]\n{extra}"
+    )
+}
+
+#[test]
+fn a_missing_config_file_names_its_os_error_once() {
+    for args in [&["check", "--config"][..], &["--config"]] {
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        args.push("/nonexistent/sg.toml".as_ref());
+        let (code, output) = common::sessiongate(&args, &[]);
+        assert_eq!(code, Some(1), "{output}");
+        assert!(
+            output.contains("/nonexistent/sg.toml: cannot read the configuration"),
+            "{output}"
+        );
+        assert_eq!(output.matches("os error 2").count(), 1, "{output}");
+    }
+}
+
+#[test]
+fn a_listen_address_with_a_host_name_asks_for_an_ip_address() {
+    let text = format!(
+        "[server]\nlisten = \"localhost:8080\"\n{}",
+        with_upstream_and_secret("")
+    );
+    let (code, output) = check("listen-host", &text, &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("server.listen: \"localhost:8080\" is not an IP address and port")
+            && output.contains("\"127.0.0.1:8080\""),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_redis_url_without_a_scheme_asks_for_redis_and_hides_the_password() {
+    let (code, output) = check(
+        "redis-scheme",
+        &with_upstream_and_secret("[store]\nurl = \"127.0.0.1:6379\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("store.url: a Redis URL starts with redis://")
+            && output.contains("\"redis://127.0.0.1:6379\""),
+        "{output}"
+    );
+    assert!(!output.contains("InvalidClientConfig"), "{output}");
+    let (code, output) = check(
+        "redis-scheme-password",
+        &with_upstream_and_secret("[store]\nurl = \"app:pa55word@127.0.0.1:6379/0\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("redis://app:***@127.0.0.1:6379/0"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("pa55word"),
+        "the password leaked: {output}"
+    );
+}
+
+#[test]
+fn check_warns_of_an_absolute_timeout_shorter_than_the_idle_timeout() {
+    let (code, output) = check(
+        "timeouts",
+        &with_upstream_and_secret("[session]\nidle_timeout = \"2h\"\nabsolute_timeout = \"1h\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(
+            "warning: session.absolute_timeout (1h) is not longer than session.idle_timeout (2h)"
+        ),
+        "{output}"
+    );
+    let (_, output) = check("timeouts-default", &with_upstream_and_secret(""), &[]);
+    assert!(!output.contains("absolute_timeout"), "{output}");
+}
+
+#[test]
+fn check_warns_of_a_secret_listed_twice_naming_it_by_origin_only() {
+    let text = format!(
+        "[upstreams]\nservers = [\"http://127.0.0.1:1\"]\n[cookie]\n\
+         secrets = [\"{SECRET_A}\", \"env:SG_TEST_SAME_SECRET\"]\n"
+    );
+    let (code, output) = check("same-secret", &text, &[("SG_TEST_SAME_SECRET", SECRET_A)]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(
+            "warning: cookie.secrets: entry 2 (env:SG_TEST_SAME_SECRET) is the same secret as entry 1 (inline)"
+        ),
+        "{output}"
+    );
+    assert!(!output.contains(SECRET_A), "the secret leaked: {output}");
+}
+
+#[test]
+fn help_names_the_environment_variables_sessiongate_reads() {
+    let (code, output) = common::sessiongate(&["--help".as_ref()], &[]);
+    assert_eq!(code, Some(0), "{output}");
+    for name in [
+        "SESSIONGATE_SECRET",
+        "SESSIONGATE_LOG",
+        "SESSIONGATE_CONFIG",
+    ] {
+        assert!(
+            output.contains(name),
+            "{name} missing from --help: {output}"
+        );
+    }
+    assert!(
+        output.contains("env:SESSIONGATE_SECRET"),
+        "how config.toml reads the secret: {output}"
+    );
+}
+
+#[test]
+fn only_the_commands_that_read_the_config_take_config() {
+    for (command, reads_config) in [
+        ("run", true),
+        ("check", true),
+        ("keygen", false),
+        ("demo", false),
+    ] {
+        let (code, output) = common::sessiongate(&[command.as_ref(), "--help".as_ref()], &[]);
+        assert_eq!(code, Some(0), "{command}: {output}");
+        assert_eq!(
+            output.contains("--config"),
+            reads_config,
+            "{command}: {output}"
+        );
+    }
+    let (code, output) = common::sessiongate(
+        &["keygen".as_ref(), "--config".as_ref(), "x.toml".as_ref()],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{output}");
+}
+
 #[test]
 fn keygen_prints_32_bytes_of_base64_and_never_the_same_twice() {
     let run = || {
@@ -150,6 +303,23 @@ async fn demo_shows_a_session_surviving_round_robin() {
     let page = |reply: &common::Reply| String::from_utf8_lossy(&reply.body).into_owned();
     let first = page(&browser.get("/").await);
     let second = page(&browser.get("/").await);
+    // An inline icon: a browser's /favicon.ico request would take a turn of
+    // the round-robin, and the first reload would show the same backend.
+    assert!(
+        first.contains(r#"<link rel="icon" href="data:,">"#),
+        "{first}"
+    );
+    assert!(
+        first.contains(r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#),
+        "{first}"
+    );
+    // The raw X-Session header the backend received, escaped for HTML.
+    assert!(first.contains("<code>{}</code>"), "{first}");
+    assert!(
+        second.contains("<code>{&quot;visits&quot;:1}</code>"),
+        "{second}"
+    );
+    let sid_before_login = browser.sid().unwrap();
     assert!(
         first.contains("backend A") && second.contains("backend B")
             || first.contains("backend B") && second.contains("backend A")
@@ -174,6 +344,16 @@ async fn demo_shows_a_session_surviving_round_robin() {
         "{third}"
     );
     assert!(third.contains("<b>3</b>"));
+    let sid_after_login = browser.sid().unwrap();
+    assert_ne!(sid_before_login, sid_after_login);
+    assert!(
+        third.contains(&format!(
+            "session id changed at login, from <code>{}…</code> to <code>{}…</code>",
+            &sid_before_login[..8],
+            &sid_after_login[..8]
+        )),
+        "{third}"
+    );
 
     browser
         .send("POST", "/logout", &[], Default::default())

@@ -68,8 +68,11 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
 /// A configuration that could not be used, located in its file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read the configuration: {source}")]
+    /// The file could not be read. The OS error is the [`source`] only, so
+    /// that a chain printed with `{:#}` names it once.
+    ///
+    /// [`source`]: std::error::Error::source
+    #[error("{file}: cannot read the configuration")]
     Read {
         /// The file.
         file: PathBuf,

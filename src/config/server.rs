@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// The address the proxy listens on.
+    /// The address the proxy listens on: an IP address and a port.
+    #[serde(deserialize_with = "listen")]
     pub listen: SocketAddr,
     /// The largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
@@ -33,6 +34,17 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// Reads `server.listen`; a host name is refused with what to write instead.
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "{text:?} is not an IP address and port; write e.g. \"127.0.0.1:8080\", \
+             \"0.0.0.0:8080\" or \"[::]:8080\""
+        ))
+    })
 }
 
 /// The least `server.max_header_bytes` may be: hyper's smallest read buffer.

@@ -1,7 +1,8 @@
 //! Rules that involve more than one key, and the warnings that `run` logs
 //! and `check` prints.
 
-use super::{Config, MIN_HEADER_BYTES, SameSite, StoreKind};
+use super::duration::show;
+use super::{Config, MIN_HEADER_BYTES, SameSite, StoreKind, redact_url};
 
 impl Config {
     /// Rules that involve more than one key; the error names the key to change.
@@ -72,12 +73,7 @@ impl Config {
             ));
         }
         if self.store.kind == StoreKind::Redis {
-            use redis::IntoConnectionInfo;
-            self.store
-                .url
-                .as_str()
-                .into_connection_info()
-                .map_err(|e| ("store.url", format!("not a usable Redis URL: {e}")))?;
+            check_redis_url(&self.store.url).map_err(|message| ("store.url", message))?;
         }
         Ok(())
     }
@@ -93,6 +89,29 @@ impl Config {
                 ));
             }
         }
+        let secrets = &self.cookie.secrets;
+        for (i, later) in secrets.iter().enumerate() {
+            if let Some(j) = secrets[..i].iter().position(|s| s.bytes == later.bytes) {
+                warnings.push(format!(
+                    "cookie.secrets: entry {} ({}) is the same secret as entry {} ({}); \
+                     list each secret once",
+                    i + 1,
+                    later.origin,
+                    j + 1,
+                    secrets[j].origin
+                ));
+            }
+        }
+        let session = &self.session;
+        if session.absolute_timeout <= session.idle_timeout {
+            warnings.push(format!(
+                "session.absolute_timeout ({}) is not longer than session.idle_timeout ({}): \
+                 every session ends {} after its creation, however often it is used",
+                show(session.absolute_timeout),
+                show(session.idle_timeout),
+                show(session.absolute_timeout)
+            ));
+        }
         if !self.cookie.secure {
             warnings.push(
                 "cookie.secure = false: the session cookie will also travel over plain http".into(),
@@ -100,4 +119,41 @@ impl Config {
         }
         warnings
     }
+}
+
+/// A Redis URL that redis-rs can use; the message never shows a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        });
+    let Some(scheme) = scheme else {
+        return Err(format!(
+            "a Redis URL starts with redis:// (or unix:// for a socket): write {:?}",
+            redact_url(&format!("redis://{url}"))
+        ));
+    };
+    match scheme {
+        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
+        "rediss" | "valkeys" => {
+            return Err(format!(
+                "{scheme}:// (TLS to Redis) is not supported by this build; use redis://"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{scheme}:// is not a Redis URL: write \"redis://host:port/db\" \
+                 (or \"unix:///path/to/redis.sock\")"
+            ));
+        }
+    }
+    url.into_connection_info()
+        .map(drop)
+        .map_err(|e| format!("not a usable Redis URL: {e}"))
 }
