@@ -212,10 +212,16 @@ impl fmt::Display for ProxyError {
             write!(f, " ({server})")?;
         }
         if let Some(source) = &self.source {
-            // The whole chain, once: hyper's errors name only their own layer.
+            // The whole chain, each cause once: hyper's errors name only
+            // their own layer, while some others repeat their source's text.
             let mut cause: Option<&(dyn StdError + 'static)> = Some(&**source);
+            let mut last = String::new();
             while let Some(error) = cause {
-                write!(f, ": {error}")?;
+                let text = error.to_string();
+                if !last.contains(&text) {
+                    write!(f, ": {text}")?;
+                }
+                last = text;
                 cause = error.source();
             }
         }
@@ -290,6 +296,18 @@ mod tests {
         assert!(!error.counts_against_upstream());
         assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(error.to_string().contains("a pause in the body"), "{error}");
+    }
+
+    #[test]
+    fn the_log_text_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("redis: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        let error = ProxyError::exchange(&"http://a:1", Repeats(std::io::Error::other("refused")));
+        assert_eq!(
+            error.to_string(),
+            "upstream failed (http://a:1): redis: refused"
+        );
     }
 
     #[test]

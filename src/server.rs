@@ -19,6 +19,11 @@ use crate::error::StartError;
 use crate::proxy::Gateway;
 use crate::settings::Settings;
 
+/// The store's address for a log line, without its password.
+fn describe_store(store: &crate::config::StoreConfig) -> String {
+    crate::config::redact_url(&store.url)
+}
+
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
@@ -35,7 +40,8 @@ impl Server {
         let settings = Settings::new(config.clone());
         let gateway = Arc::new(Gateway::new(&settings)?);
         if let Err(error) = gateway.sessions().store().ping().await {
-            warn!(%error, "the session store does not answer yet; serving per store.on_error until it does");
+            let store = describe_store(&config.store);
+            warn!(%store, %error, "the session store does not answer yet; serving per store.on_error until it does");
         }
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)

@@ -115,6 +115,64 @@ fn a_missing_config_file_names_its_os_error_once() {
 }
 
 #[test]
+fn a_busy_port_names_its_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{addr}\"\n{}[store]\nkind = \"memory\"\n",
+        with_upstream_and_secret("")
+    );
+    let path = temp_file("busy-port", &text);
+    let (code, output) =
+        common::sessiongate(&["run".as_ref(), "--config".as_ref(), path.as_ref()], &[]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains(&format!("cannot listen on {addr}")),
+        "{output}"
+    );
+    assert_eq!(output.matches("os error 98").count(), 1, "{output}");
+}
+
+#[tokio::test]
+async fn run_names_the_store_it_cannot_reach_without_its_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{listen}\"\n{}[store]\nurl = \"redis://app:pa55word@127.0.0.1:{port}/0\"\ntimeout = \"200ms\"\n",
+        with_upstream_and_secret("")
+    );
+    let path = temp_file("unreachable-store", &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut said = String::new();
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    common::signal(child.id(), "TERM");
+    let _ = child.wait();
+    assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    assert!(said.contains("does not answer"), "{said}");
+    assert!(!said.contains("pa55word"), "the password leaked: {said}");
+}
+
+#[test]
 fn a_listen_address_with_a_host_name_asks_for_an_ip_address() {
     let text = format!(
         "[server]\nlisten = \"localhost:8080\"\n{}",
