@@ -1,12 +1,12 @@
 //! SPEC §5 and §6 as seen from Redis: the round trips a request costs (read
 //! from `INFO commandstats` of a private redis-server), the storage layout,
-//! TTLs, instances sharing one Redis, key rotation, and a store outage.
+//! TTLs, and a store outage.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Browser, Harness, Redis, SECRET_A, SECRET_B, Setup, StoreKind};
+use common::{Browser, Harness, Redis, Setup, StoreKind};
 use serde_json::json;
 
 async fn harness() -> Harness {
@@ -25,50 +25,6 @@ async fn warmed_up(h: &Harness) -> Browser {
         .await;
     browser.get("/").await;
     browser
-}
-
-#[tokio::test]
-async fn forged_or_garbage_cookie_costs_no_redis_command() {
-    let h = harness().await;
-    let browser = warmed_up(&h).await;
-    let good = browser.cookie().unwrap();
-    let (sid, tag) = good.split_once('.').unwrap();
-    let other_tag = {
-        let other = h.browser();
-        other
-            .get_with("/", &[("x-test-update", r#"{"x":1}"#)])
-            .await;
-        other
-            .cookie()
-            .unwrap()
-            .split_once('.')
-            .unwrap()
-            .1
-            .to_string()
-    };
-    let before = h.redis().command_stats();
-    let attacker = h.browser();
-    for forged in [
-        format!(
-            "{sid}.{}",
-            tag.replace(&tag[..1], if tag.starts_with('A') { "B" } else { "A" })
-        ),
-        format!("{sid}.{other_tag}"),
-        format!("{sid}.{}", &tag[..20]),
-        "garbage".into(),
-        "x".repeat(4000),
-        format!("{sid}.{tag}="),
-    ] {
-        attacker.set_cookie(Some(forged));
-        let reply = attacker.get("/").await;
-        assert_eq!(reply.seen_one("x-session-status").as_deref(), Some("new"));
-    }
-    let after = h.redis().command_stats();
-    let commands = Redis::commands_between(&before, &after);
-    assert!(
-        commands.is_empty(),
-        "forged cookies reached Redis: {commands:?}"
-    );
 }
 
 #[tokio::test]
@@ -228,72 +184,6 @@ async fn rotate_keeps_the_creation_time_and_removes_the_old_key() {
         h.redis().hash(&new_key)["__created"],
         created,
         "the absolute deadline does not move"
-    );
-}
-
-#[tokio::test]
-async fn a_second_instance_sharing_redis_serves_the_same_session() {
-    let h = harness().await;
-    let browser = h.browser();
-    browser
-        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
-        .await;
-    let other = h.another_proxy(&h.setup).await;
-    let elsewhere = Browser::new(other.addr);
-    elsewhere.set_cookie(browser.cookie());
-    let reply = elsewhere
-        .get_with("/", &[("x-test-update", r#"{"via":"second"}"#)])
-        .await;
-    assert_eq!(reply.session(), json!({"user": "ada"}));
-    assert_eq!(
-        browser.get("/").await.session(),
-        json!({"user": "ada", "via": "second"})
-    );
-}
-
-#[tokio::test]
-async fn key_rotation_verifies_with_every_secret_and_signs_with_the_first() {
-    let h = harness().await; // secrets = [A]
-    let browser = h.browser();
-    browser
-        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
-        .await;
-    let signed_with_a = browser.cookie().unwrap();
-
-    let mut rotated = h.setup.clone();
-    rotated.secrets = vec![SECRET_B.into(), SECRET_A.into()];
-    let new_proxy = h.another_proxy(&rotated).await;
-    let after_rotation = Browser::new(new_proxy.addr);
-    after_rotation.set_cookie(Some(signed_with_a.clone()));
-    let reply = after_rotation.get("/").await;
-    assert_eq!(
-        reply.session(),
-        json!({"user": "ada"}),
-        "the old secret still verifies"
-    );
-
-    let fresh = Browser::new(new_proxy.addr);
-    fresh
-        .get_with("/", &[("x-test-update", r#"{"user":"bob"}"#)])
-        .await;
-    let signed_with_b = fresh.cookie().unwrap();
-    let old_only = h.browser();
-    old_only.set_cookie(Some(signed_with_b));
-    let reply = old_only.get("/").await;
-    assert_eq!(
-        reply.seen_one("x-session-status").as_deref(),
-        Some("new"),
-        "signed with B, not A"
-    );
-
-    let mut retired = h.setup.clone();
-    retired.secrets = vec![SECRET_B.into()];
-    let retired_proxy = h.another_proxy(&retired).await;
-    let late = Browser::new(retired_proxy.addr);
-    late.set_cookie(Some(signed_with_a));
-    assert_eq!(
-        late.get("/").await.seen_one("x-session-status").as_deref(),
-        Some("new")
     );
 }
 
