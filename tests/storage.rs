@@ -1,6 +1,8 @@
-//! SPEC §5 and §6 as seen from Redis: the round trips a request costs (read
-//! from `INFO commandstats` of a private redis-server), the storage layout,
-//! TTLs, and a store outage.
+//! What a session is and costs in Redis (SPEC §5-§6): one round trip to read
+//! a session, one more to store an update, none for a visitor who stores
+//! nothing (read from `INFO commandstats` of a private redis-server); one
+//! hash of JSON fields per session; a TTL on every key, never past the
+//! absolute deadline, which a rotation does not move.
 
 mod common;
 
@@ -184,90 +186,6 @@ async fn rotate_keeps_the_creation_time_and_removes_the_old_key() {
         h.redis().hash(&new_key)["__created"],
         created,
         "the absolute deadline does not move"
-    );
-}
-
-#[tokio::test]
-async fn store_down_under_fail_closed_answers_503_only_when_the_store_is_needed() {
-    let mut setup = Setup::new(StoreKind::Redis);
-    setup.store_extra = "timeout = \"300ms\"\nretry_after = \"7s\"\n".into();
-    let mut h = setup.start().await;
-    let browser = h.browser();
-    browser
-        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
-        .await;
-    h.redis.as_mut().unwrap().kill();
-
-    let reply = browser.get("/").await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.headers["retry-after"], "7");
-    assert!(reply.body.len() < 200);
-
-    let anonymous = h.browser();
-    assert_eq!(
-        anonymous.get("/").await.status,
-        200,
-        "no cookie, nothing stored: no store needed"
-    );
-    let storing = anonymous
-        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
-        .await;
-    assert_eq!(storing.status, 503);
-    assert!(storing.set_cookies().is_empty());
-
-    h.redis.as_mut().unwrap().restart();
-    let mut recovered = false;
-    for _ in 0..50 {
-        let reply = anonymous
-            .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
-            .await;
-        if reply.status == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        recovered,
-        "sessiongate did not recover after Redis came back"
-    );
-    assert_eq!(anonymous.get("/").await.session(), json!({"a": 1}));
-}
-
-#[tokio::test]
-async fn store_down_under_fail_open_forwards_as_unavailable_and_drops_updates() {
-    let mut setup = Setup::new(StoreKind::Redis);
-    setup.store_extra = "on_error = \"fail_open\"\ntimeout = \"300ms\"\n".into();
-    let mut h = setup.start().await;
-    let browser = h.browser();
-    browser
-        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
-        .await;
-    let sid = browser.sid().unwrap();
-    h.redis.as_mut().unwrap().kill();
-
-    let reply = browser
-        .get_with("/", &[("x-test-update", r#"{"lost":1}"#)])
-        .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.seen_one("x-session-status").as_deref(),
-        Some("unavailable")
-    );
-    assert_eq!(
-        reply.seen_one("x-session-id").as_deref(),
-        Some(sid.as_str())
-    );
-    assert_eq!(reply.session(), json!({}));
-    assert!(reply.set_cookies().is_empty());
-    let anonymous = h
-        .browser()
-        .get_with("/", &[("x-test-update", r#"{"a":1}"#)])
-        .await;
-    assert_eq!(anonymous.status, 200);
-    assert!(
-        anonymous.set_cookies().is_empty(),
-        "no session could be stored"
     );
 }
 
