@@ -1,6 +1,8 @@
-//! Balancing under failure (SPEC §7): a backend killed while traffic flows,
-//! active health checks taking a server out and bringing it back, passive
-//! ejection, weights, and every server down.
+//! Balancing (SPEC §7): round-robin and weights; a connection that fails
+//! before anything was sent is retried on the next server; a backend killed
+//! while traffic flows, active health checks taking a server out and
+//! bringing it back, passive ejection, a backend closing idle pooled
+//! connections; and 502 when no server answers.
 
 mod common;
 
@@ -8,8 +10,67 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Browser, Proxy, Setup, StoreKind};
+use bytes::Bytes;
+use common::{Backend, Browser, Proxy, Setup, StoreKind, free_port};
 use tokio::net::TcpListener;
+
+fn config(servers: &[String]) -> String {
+    Setup::new(StoreKind::Memory).config(servers, None)
+}
+
+#[tokio::test]
+async fn requests_alternate_between_backends() {
+    let h = Setup::new(StoreKind::Memory).start().await;
+    let browser = h.browser();
+    let order: Vec<String> = {
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            order.push(browser.get("/").await.backend());
+        }
+        order
+    };
+    assert_eq!(order.iter().filter(|b| *b == "one").count(), 3, "{order:?}");
+    for pair in order.windows(2) {
+        assert_ne!(pair[0], pair[1], "{order:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_connection_is_retried_on_the_next_server() {
+    let alive = Backend::start("alive").await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let proxy = Proxy::start(&config(&[dead, alive.url()])).await;
+    let browser = Browser::new(proxy.addr);
+    for _ in 0..4 {
+        let reply = browser.get("/").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.backend(), "alive");
+    }
+    // A body is not lost on the way: it is sent again to the next server.
+    for _ in 0..2 {
+        let body = Bytes::from(vec![b'x'; 100_000]);
+        let reply = browser.send("POST", "/upload", &[], body).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.echo()["body_bytes"], 100_000);
+    }
+}
+
+#[tokio::test]
+async fn unreachable_upstreams_answer_502_with_a_short_body() {
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    let proxy = Proxy::start(&config(&dead)).await;
+    let started = Instant::now();
+    let reply = Browser::new(proxy.addr).get("/").await;
+    assert_eq!(reply.status, 502);
+    assert!(reply.body.len() < 100, "{:?}", reply.body);
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("127.0.0.1"),
+        "no internal detail leaks"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
 
 /// Brings a stopped backend back on its old address.
 async fn restart(name: &str, addr: std::net::SocketAddr) -> Backend {

@@ -1,15 +1,14 @@
 //! `Upgrade` requests (SPEC §7): a WebSocket carried through both ways, with
 //! its session resolved at the handshake, a session update on the 101 stored,
-//! and open tunnels closed at shutdown. Also HTTP/2 from clients (h2c).
+//! and open tunnels closed at shutdown.
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Harness, Setup, StoreKind};
+use common::{Harness, StoreKind};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -121,48 +120,5 @@ async fn open_tunnels_are_closed_at_shutdown() {
     assert!(
         matches!(end, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
         "{end:?}"
-    );
-}
-
-#[tokio::test]
-async fn http2_cleartext_requests_are_served_with_their_session() {
-    let h = Setup::new(StoreKind::Memory).start().await;
-    let browser = h.browser();
-    browser
-        .get_with("/", &[("x-test-update", r#"{"user":"ada"}"#)])
-        .await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    // HTTP/2 clients may send each cookie in its own field (RFC 9113 §8.2.3).
-    let request = http::Request::get(h.proxy.url("/h2"))
-        .header("cookie", "theme=dark")
-        .header(
-            "cookie",
-            format!("sg_session={}", browser.cookie().unwrap()),
-        )
-        .header("x-test-update", r#"{"h2":true}"#)
-        .body(Full::default())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.version(), http::Version::HTTP_2);
-    assert_eq!(response.status(), 200);
-    let echo: Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let seen = |name: &str| -> Vec<String> {
-        echo["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p[0] == name)
-            .map(|p| p[1].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(seen("x-session-status"), ["active"]);
-    assert_eq!(seen("cookie"), ["theme=dark"]);
-    assert_eq!(seen("host").len(), 1, "the backend gets a Host header");
-    assert_eq!(
-        browser.get("/").await.session(),
-        json!({"user": "ada", "h2": true})
     );
 }

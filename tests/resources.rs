@@ -1,4 +1,5 @@
-//! Resource abuse: huge request heads, huge and numerous updates, many
+//! Limits and bounded resources: a request head beyond the configured size or
+//! count gets 431; huge request heads, huge and numerous updates, many
 //! sessions and sprayed cookies leave the sessiongate process with bounded
 //! memory (its VmHWM from /proc) and Redis untouched by invalid cookies.
 
@@ -111,4 +112,21 @@ async fn abuse_of_every_kind_leaves_memory_bounded_and_redis_untouched() {
     let peak = binary.peak_rss_kib();
     eprintln!("sessiongate peak RSS after the abuse: {peak} KiB");
     assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let mut setup = Setup::new(StoreKind::Memory);
+    setup.server = "max_header_bytes = 8192\nmax_headers = 20\n".into();
+    let h = setup.start().await;
+    let big = "v".repeat(10_000);
+    let reply = h.browser().get_with("/", &[("x-big", &big)]).await;
+    assert_eq!(reply.status, 431);
+    let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let reply = h.browser().get_with("/", &many).await;
+    assert_eq!(reply.status, 431);
+    assert!(h.seen().is_empty());
+    let fine = h.browser().get_with("/", &many[..10]).await;
+    assert_eq!(fine.status, 200);
 }
