@@ -51,6 +51,17 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// What the store talks to, for `check` and the log: the kind and its
+    /// URL, nodes or sentinels, never a password.
+    pub fn target(&self) -> String {
+        match self.kind {
+            StoreKind::Memory => "memory".into(),
+            StoreKind::Redis => format!("redis {}", redact_url(&self.url)),
+        }
+    }
+}
+
 /// `store.kind`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
