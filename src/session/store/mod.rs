@@ -14,6 +14,7 @@
 mod link;
 mod memory;
 mod redis;
+mod sentinel;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -119,7 +119,14 @@ impl RedisStore {
             link: Link::open(config, deadline)?,
             key_prefix: config.key_prefix.clone(),
             policy,
-            wait: None,
+            // WAIT answers well before the store deadline drops the call, so
+            // a missing replica reads as such, not as a slow store. (A WAIT
+            // that waits holds up the calls behind it on that node's
+            // multiplexed connection: keep it short.)
+            wait: (config.wait_replicas > 0).then(|| Wait {
+                replicas: config.wait_replicas,
+                timeout_ms: (deadline.as_millis() as u64 / 2).max(1),
+            }),
             load: Lua::new(include_str!("scripts/load.lua")),
             save: Lua::new(include_str!("scripts/save.lua")),
             take: Lua::new(include_str!("scripts/take.lua")),
