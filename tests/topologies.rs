@@ -107,3 +107,124 @@ async fn cluster_master_lost_and_replica_promoted() {
         );
     }
 }
+
+/// The 503s of `outcomes` that fall outside every `(from, to)` window, and
+/// any status other than 200 and 503.
+fn unexpected(outcomes: &[Outcome], windows: &[(Instant, Instant)]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| o.status != StatusCode::OK)
+        .filter(|o| {
+            o.status != StatusCode::SERVICE_UNAVAILABLE
+                || !windows
+                    .iter()
+                    .any(|(from, to)| o.at >= *from && o.at <= *to)
+        })
+        .map(|o| format!("client {} n={} {}", o.client, o.n, o.status))
+        .collect()
+}
+
+/// One master, one replica, three sentinels: `SENTINEL FAILOVER`, then
+/// `kill -9` of the new master, both under load. The gate follows both
+/// times without a restart, the only 5xx are 503s inside the failover
+/// windows, and with `wait_replicas = 1` no acknowledged update is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_and_master_killed() {
+    let mut group = SentinelGroup::start();
+    let backend = Backend::start().await;
+    let gate = Gate::start(
+        &backend,
+        &format!(
+            "kind = \"sentinel\"\nsentinels = [{}]\nmaster = \"sessions\"\nwait_replicas = 1\ntimeout = \"500ms\"\nretry_after = \"1s\"",
+            group.sentinel_urls()
+        ),
+    )
+    .await;
+    let clients = 16;
+    let load = Workload::start(
+        &gate,
+        clients,
+        Duration::from_millis(20),
+        3_000,
+        Duration::from_secs(45),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = group.redis[0].port;
+    let second = group.redis[1].port;
+    let settle = |group: &SentinelGroup, master: u16, replica: usize| {
+        assert!(
+            wait_for(Duration::from_secs(20), || group.master_port()
+                == Some(master)),
+            "the sentinels did not name {master}"
+        );
+        let replica = &group.redis[replica];
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                let info = replica.info("replication");
+                info.get("master_port").map(String::as_str) == Some(&master.to_string())
+                    && info.get("master_link_status").map(String::as_str) == Some("up")
+            }),
+            "the replica did not follow {master}"
+        );
+    };
+
+    // 1. A planned failover.
+    let failover_at = Instant::now();
+    group.sentinels[0]
+        .cmd(&["SENTINEL", "FAILOVER", "sessions"])
+        .expect("SENTINEL FAILOVER");
+    settle(&group, second, 0);
+    let healthy_once = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // 2. The new master crashes; the sentinels promote the old one again,
+    //    and the crashed one comes back as its replica.
+    let killed_at = Instant::now();
+    group.redis[1].kill();
+    assert!(
+        wait_for(Duration::from_secs(20), || group.master_port()
+            == Some(first)),
+        "the sentinels did not fail over after kill -9"
+    );
+    let promoted_after = killed_at.elapsed();
+    group.redis[1].restart();
+    settle(&group, first, 1);
+    let healthy_again = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (clients_done, outcomes) = load.finish().await;
+    let counts = statuses(&outcomes);
+    eprintln!(
+        "sentinel: planned failover settled in {:?}; kill -9 promoted after {promoted_after:?}, settled after {:?}; statuses {counts:?}",
+        healthy_once - failover_at,
+        healthy_again - killed_at,
+    );
+    let grace = Duration::from_secs(1);
+    let stray = unexpected(
+        &outcomes,
+        &[
+            (failover_at, healthy_once + grace),
+            (killed_at, healthy_again + grace),
+        ],
+    );
+    assert!(stray.is_empty(), "outside the failover windows: {stray:?}");
+    for c in 0..clients {
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| o.client == c && o.status == StatusCode::OK && o.at > healthy_again),
+            "client {c} was not served after the second failover"
+        );
+        assert!(
+            outcomes.iter().any(|o| o.client == c
+                && o.status == StatusCode::OK
+                && o.at > healthy_once
+                && o.at < killed_at),
+            "client {c} was not served after the first failover"
+        );
+    }
+    let acked = acknowledged(&outcomes, clients);
+    let (lost, notes) = lost_updates(&clients_done, &acked, Duration::from_secs(10)).await;
+    assert_eq!(lost, 0, "acknowledged updates lost: {notes:?}");
+}

@@ -27,6 +27,10 @@ use crate::session::cookie::Sid;
 /// Sessions in Redis.
 pub struct RedisStore {
     link: Link,
+    /// With `wait_replicas`: the connection that writes and their `WAIT`s
+    /// go over, so that a `WAIT` left waiting (a replica is missing) holds
+    /// up other writes only, never a load.
+    writes: Option<Link>,
     key_prefix: String,
     policy: SessionPolicy,
     /// `WAIT`'s arguments for every write, when `wait_replicas > 0`.
@@ -117,6 +121,10 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         Ok(RedisStore {
             link: Link::open(config, deadline)?,
+            writes: match config.wait_replicas {
+                0 => None,
+                _ => Some(Link::open(config, deadline)?),
+            },
             key_prefix: config.key_prefix.clone(),
             policy,
             // WAIT answers well before the store deadline drops the call, so
@@ -191,7 +199,8 @@ impl RedisStore {
             .cmd("WAIT")
             .arg(wait.replicas)
             .arg(wait.timeout_ms);
-        let mut replies = self.link.query_all(&pipeline).await?.into_iter();
+        let link = self.writes.as_ref().unwrap_or(&self.link);
+        let mut replies = link.query_all(&pipeline).await?.into_iter();
         let (Some(reply), Some(reached)) = (replies.next(), replies.next()) else {
             return Err(StoreError::Protocol(
                 "a write and WAIT answered short".into(),

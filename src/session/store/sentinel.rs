@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -58,6 +58,14 @@ struct Master {
     generation: u64,
     address: String,
     connection: MultiplexedConnection,
+    /// When it last answered anything, in ms of [`clock_ms`].
+    last_answer: Arc<AtomicU64>,
+}
+
+/// Milliseconds on a monotonic clock that starts with the first call.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl SentinelLink {
@@ -102,12 +110,15 @@ impl SentinelLink {
             let mut call = Call::new(&self.shared, &master);
             let result = cmd.query_async(&mut master.connection.clone()).await;
             match &result {
-                Err(error) if is_read_only(error) && !retried => {
-                    retried = true;
-                    continue;
+                Err(error) if is_read_only(error) => {
+                    call.demoted();
+                    if !retried {
+                        retried = true;
+                        continue;
+                    }
                 }
-                Err(error) if call.lost(error) => {}
-                _ => call.finished(),
+                Err(error) => call.failed(error),
+                Ok(_) => call.answered(),
             }
             return result;
         }
@@ -125,13 +136,15 @@ impl SentinelLink {
                 .req_packed_commands(pipeline, 0, pipeline.len())
                 .await;
             match &result {
-                Ok(replies) if replies.first().is_some_and(value_is_read_only) && !retried => {
-                    retried = true;
-                    continue;
+                Ok(replies) if replies.first().is_some_and(value_is_read_only) => {
+                    call.demoted();
+                    if !retried {
+                        retried = true;
+                        continue;
+                    }
                 }
-                Ok(replies) if replies.first().is_some_and(value_is_read_only) => {}
-                Err(error) if call.lost(error) => {}
-                _ => call.finished(),
+                Ok(_) => call.answered(),
+                Err(error) => call.failed(error),
             }
             return result;
         }
@@ -140,29 +153,42 @@ impl SentinelLink {
 
 /// One call on a master: unless it finishes with an answer from a master,
 /// that master is forgotten, so the next call asks the sentinels again.
-/// Dropping it unfinished (the store deadline passed) forgets it too.
+/// Dropping it unfinished (the store deadline passed) forgets it too, when
+/// the master has not answered anything for a whole deadline: a master
+/// that answers slowly (calls queued behind a `WAIT`) is kept, one that has
+/// gone silent (a network cut) is left.
 struct Call<'a> {
     shared: &'a Shared,
     generation: u64,
+    last_answer: &'a AtomicU64,
     finished: bool,
 }
 
 impl<'a> Call<'a> {
-    fn new(shared: &'a Shared, master: &Master) -> Call<'a> {
+    fn new(shared: &'a Shared, master: &'a Master) -> Call<'a> {
         Call {
             shared,
             generation: master.generation,
+            last_answer: &master.last_answer,
             finished: false,
         }
     }
 
-    fn finished(&mut self) {
+    /// The master answered.
+    fn answered(&mut self) {
         self.finished = true;
+        self.last_answer.store(clock_ms(), Ordering::Relaxed);
     }
 
-    /// Whether `error` means the master is gone or no longer the master; if
-    /// not, the call counts as finished.
-    fn lost(&mut self, error: &RedisError) -> bool {
+    /// It answered READONLY: it is a replica now.
+    fn demoted(&mut self) {
+        self.finished = true;
+        self.shared.forget(Some(self.generation));
+    }
+
+    /// The call failed: the master is left if the error says it is gone or
+    /// no longer the master.
+    fn failed(&mut self, error: &RedisError) {
         let lost = error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
@@ -171,14 +197,18 @@ impl<'a> Call<'a> {
                 error.kind(),
                 ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
             );
-        self.finished = !lost;
-        lost
+        if lost {
+            self.demoted();
+        } else {
+            self.answered();
+        }
     }
 }
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if !self.finished {
+        let silent_for = clock_ms().saturating_sub(self.last_answer.load(Ordering::Relaxed));
+        if !self.finished && silent_for >= self.shared.deadline.as_millis() as u64 {
             self.shared.forget(Some(self.generation));
         }
     }
@@ -300,6 +330,7 @@ impl Shared {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             address: format!("{host}:{port}"),
             connection,
+            last_answer: Arc::new(AtomicU64::new(clock_ms())),
         })
     }
 }
