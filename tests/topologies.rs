@@ -228,3 +228,152 @@ async fn sentinel_failover_and_master_killed() {
     let (lost, notes) = lost_updates(&clients_done, &acked, Duration::from_secs(10)).await;
     assert_eq!(lost, 0, "acknowledged updates lost: {notes:?}");
 }
+
+/// TLS to Redis (a server that wants a client certificate): sessions work
+/// end to end, with `rediss://` or with `[store.tls]` over a `redis://`
+/// URL; a wrong CA never succeeds, and the error says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_redis() {
+    let certs = Certificates::make();
+    let redis = certs.redis();
+    let tls = |ca: &str| {
+        format!(
+            "[store.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+            certs.path(ca),
+            certs.path("client.pem"),
+            certs.path("client.key")
+        )
+    };
+    let backend = Backend::start().await;
+    let gate = Gate::start(
+        &backend,
+        &format!(
+            "url = \"rediss://127.0.0.1:{}/0\"\ntimeout = \"500ms\"\n{}",
+            redis.port,
+            tls("ca.pem")
+        ),
+    )
+    .await;
+    let client = gate.client();
+    assert_eq!(client.update(7).await.status, StatusCode::OK);
+    let read = client.get(&[]).await;
+    assert_eq!(
+        (read.status, read.json()["n"].as_u64()),
+        (StatusCode::OK, Some(7))
+    );
+    // [store.tls] alone turns TLS on for a redis:// URL.
+    ping_store(&format!(
+        "url = \"redis://127.0.0.1:{}/0\"\n{}",
+        redis.port,
+        tls("ca.pem")
+    ))
+    .await
+    .expect("TLS from [store.tls]");
+
+    // The wrong CA: never a success, and the error names the reason.
+    let wrong = format!(
+        "url = \"rediss://127.0.0.1:{}/0\"\ntimeout = \"500ms\"\n{}",
+        redis.port,
+        tls("other-ca.pem")
+    );
+    let error = ping_store(&wrong).await.unwrap_err();
+    eprintln!("wrong CA: {error}");
+    assert!(
+        error.contains("UnknownIssuer") || error.contains("invalid peer certificate"),
+        "the error does not say why: {error}"
+    );
+    let wrong_gate = Gate::start(&backend, &wrong).await;
+    let stranger = wrong_gate.client();
+    for n in 0..5 {
+        let reply = stranger.update(n).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // Without a client certificate, the server refuses.
+    let anonymous = format!(
+        "url = \"rediss://127.0.0.1:{}/0\"\ntimeout = \"500ms\"\n[store.tls]\nca = \"{}\"",
+        redis.port,
+        certs.path("ca.pem")
+    );
+    let error = ping_store(&anonymous).await.unwrap_err();
+    eprintln!("no client certificate: {error}");
+}
+
+/// An ACL user with the documented minimal rights serves every session
+/// operation (create, update, rotate, destroy); a wrong password fails and
+/// says so; neither the password nor the user shows in `check`, `run`'s log
+/// or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_with_minimal_rights() {
+    let user = "sg-acl-user";
+    let password = "Pw-0f-the-ACL-user";
+    let acl = minimal_acl(user, password);
+    let mut args = vec!["--user"];
+    args.extend(acl.split(' '));
+    args.extend(["--user", "default", "off"]);
+    let redis = Node::start("acl", free_port(), &args);
+    let dir = TempDir::new("acl-password");
+    let password_file = dir.path("redis-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let store = |password: &str| {
+        format!(
+            "url = \"redis://127.0.0.1:{}/0\"\nusername = \"{user}\"\npassword = \"{password}\"\ntimeout = \"500ms\"",
+            redis.port
+        )
+    };
+    let backend = Backend::start().await;
+    let gate = Gate::start(
+        &backend,
+        &store(&format!("file:{}", password_file.display())),
+    )
+    .await;
+    let client = gate.client();
+    assert_eq!(client.update(1).await.status, StatusCode::OK);
+    let first_sid = client.sid().unwrap();
+    let rotated = client
+        .get(&[("x-test-action", "rotate"), ("x-test-update", "{\"n\":2}")])
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert_ne!(client.sid().unwrap(), first_sid, "rotate gave a new sid");
+    let read = client.get(&[]).await;
+    assert_eq!(
+        (read.status, read.json()["n"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let destroyed = client.get(&[("x-test-action", "destroy")]).await;
+    assert_eq!(destroyed.status, StatusCode::OK);
+    assert!(client.cookie().is_none());
+
+    // A wrong password fails clearly, without showing either secret.
+    let error = ping_store(&store("not-the-password")).await.unwrap_err();
+    eprintln!("wrong password: {error}");
+    assert!(
+        error.contains("WRONGPASS") || error.contains("invalid username-password"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("not-the-password") && !error.contains(user),
+        "{error}"
+    );
+
+    // `check` and `run` print neither the user nor the password.
+    for (name, secret) in [("good", password), ("bad", "not-the-password")] {
+        let config = dir.path(&format!("{name}.toml"));
+        let listen = free_port();
+        let text = gate_config(&backend.url(), &store(secret))
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{listen}"));
+        std::fs::write(&config, text).unwrap();
+        let config = config.to_string_lossy().to_string();
+        let checked = binary_output(&["check", "--config", &config], Duration::from_secs(10));
+        assert!(checked.contains("redis redis://127.0.0.1"), "{checked}");
+        let ran = binary_output(&["run", "--config", &config], Duration::from_millis(1500));
+        for output in [&checked, &ran] {
+            assert!(
+                !output.contains(secret) && !output.contains(user),
+                "a secret leaked: {output}"
+            );
+        }
+        if name == "bad" {
+            assert!(ran.contains("WRONGPASS"), "run does not say why: {ran}");
+        }
+    }
+}

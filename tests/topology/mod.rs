@@ -780,3 +780,163 @@ pub fn run(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+// ---------------------------------------------------------------- TLS
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the openssl command line; and a second CA that signed neither.
+pub struct Certificates {
+    pub dir: TempDir,
+}
+
+impl Certificates {
+    pub fn make() -> Certificates {
+        let dir = TempDir::new("tls");
+        let at = |f: &str| dir.path(f).to_string_lossy().to_string();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            let (key, pem, subject) = (
+                at(&format!("{ca}.key")),
+                at(&format!("{ca}.pem")),
+                format!("/CN=sessiongate test {ca}"),
+            );
+            args.extend([
+                "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+            ]);
+            run("openssl", &args);
+        }
+        for (name, extension) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, ext) = (
+                at(&format!("{name}.key")),
+                at(&format!("{name}.csr")),
+                at(&format!("{name}.pem")),
+                at(&format!("{name}.ext")),
+            );
+            std::fs::write(&ext, extension).unwrap();
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+            run("openssl", &args);
+            let (ca, ca_key) = (at("ca.pem"), at("ca.key"));
+            run(
+                "openssl",
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca,
+                    "-CAkey",
+                    &ca_key,
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                ],
+            );
+        }
+        Certificates { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path(file).to_string_lossy().to_string()
+    }
+
+    /// A redis-server that speaks TLS only, and wants a client certificate.
+    pub fn redis(&self) -> Node {
+        let port = free_port();
+        let port_text = port.to_string();
+        let (cert, key, ca) = (
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("ca.pem"),
+        );
+        Node::start(
+            "tls",
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "yes",
+            ],
+        )
+    }
+}
+
+/// Opens the store of this `[store]` text as the gate would, and pings it.
+pub async fn ping_store(store: &str) -> Result<(), String> {
+    use sessiongate::session::store::{SessionPolicy, Store};
+    let text = gate_config("http://127.0.0.1:9", store);
+    let config = Config::parse(&text, Path::new("topology.toml")).map_err(|e| e.to_string())?;
+    let policy = SessionPolicy {
+        idle: Duration::from_secs(60),
+        absolute: Duration::from_secs(600),
+        max_bytes: 8192,
+    };
+    let store =
+        Store::open(&config.store, policy, config.store.timeout).map_err(|e| e.to_string())?;
+    store.ping().await.map_err(|e| e.to_string())
+}
+
+/// The smallest ACL sessiongate needs (kind = "redis"; a Sentinel-found
+/// master also needs `+role`, a Cluster `+cluster|slots`), for `user` on
+/// the key prefix `sg:`. docs-store-section.md documents the same line.
+pub fn minimal_acl(user: &str, password: &str) -> String {
+    format!(
+        "{user} on >{password} resetkeys ~sg:* resetchannels -@all \
+         +ping +evalsha +eval +del +wait +hgetall +exists +hset +hdel +pexpire +time"
+    )
+}
+
+/// Runs the built binary with `args` for at most `limit` (killed then),
+/// and returns everything it printed.
+pub fn binary_output(args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .args(args)
+        .env("SESSIONGATE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sessiongate binary runs");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

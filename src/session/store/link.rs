@@ -31,8 +31,8 @@ use crate::config::{StoreConfig, StoreKind};
 
 /// A connection to the Redis that holds the sessions.
 pub(super) enum Link {
-    /// One node (`kind = "redis"`).
-    Node(ConnectionManager),
+    /// One node (`kind = "redis"`), and its client for [`Link::ping`].
+    Node(ConnectionManager, Box<redis::Client>),
     /// The master that the sentinels name (`kind = "sentinel"`).
     Sentinel(SentinelLink),
     /// A Redis Cluster (`kind = "cluster"`).
@@ -47,6 +47,7 @@ impl Link {
         Ok(match config.kind {
             StoreKind::Redis | StoreKind::Memory => {
                 let client = access.client(access.node_info(&config.url)?)?;
+                let pinger = client.clone();
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(deadline))
                     .set_response_timeout(None)
@@ -54,10 +55,10 @@ impl Link {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500))
                     .set_number_of_retries(3);
-                Link::Node(ConnectionManager::new_lazy_with_config(
-                    client,
-                    manager_config,
-                )?)
+                Link::Node(
+                    ConnectionManager::new_lazy_with_config(client, manager_config)?,
+                    Box::new(pinger),
+                )
             }
             StoreKind::Sentinel => Link::Sentinel(SentinelLink::new(config, access, deadline)?),
             StoreKind::Cluster => Link::Cluster(Box::new(Cluster::new(config, &access, deadline)?)),
@@ -67,9 +68,23 @@ impl Link {
     /// Sends one command; a Redis error reply is an `Err`.
     pub(super) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
-            Link::Node(connection) => cmd.query_async(&mut connection.clone()).await,
+            Link::Node(connection, _) => cmd.query_async(&mut connection.clone()).await,
             Link::Sentinel(sentinel) => sentinel.query(cmd).await,
             Link::Cluster(cluster) => cmd.query_async(&mut cluster.connection().await?).await,
+        }
+    }
+
+    /// One PING. On one node it goes over a connection of its own, so that
+    /// a failure says why (a refused connection, a certificate, a password)
+    /// instead of vanishing into the connection manager's retries.
+    pub(super) async fn ping(&self) -> RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Link::Node(_, client) => {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                ping.query_async(&mut connection).await
+            }
+            _ => self.query(&ping).await.map(drop),
         }
     }
 
@@ -79,7 +94,7 @@ impl Link {
     pub(super) async fn query_all(&self, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
         let count = pipeline.len();
         match self {
-            Link::Node(connection) => {
+            Link::Node(connection, _) => {
                 let mut connection = connection.clone();
                 connection.req_packed_commands(pipeline, 0, count).await
             }

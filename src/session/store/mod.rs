@@ -158,7 +158,7 @@ pub struct Store {
 }
 
 enum Backend {
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
     Memory(MemoryStore),
 }
 
@@ -184,7 +184,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let backend = match config.kind {
             StoreKind::Memory => Backend::Memory(MemoryStore::new(policy)),
-            _ => Backend::Redis(RedisStore::open(config, policy, deadline)?),
+            _ => Backend::Redis(Box::new(RedisStore::open(config, policy, deadline)?)),
         };
         Ok(Store {
             backend,

@@ -147,8 +147,7 @@ impl RedisStore {
 
     /// One PING.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.link.query(&redis::cmd("PING")).await?;
-        Ok(())
+        Ok(self.link.ping().await?)
     }
 
     /// Runs a script call as it is (no `WAIT`).
