@@ -377,3 +377,96 @@ async fn acl_user_with_minimal_rights() {
         }
     }
 }
+
+/// Redis behind a real link (its own network namespace, a veth pair): the
+/// link goes down under load, and every request that needs the store is
+/// answered per `on_error` (503 under fail_closed) within `store.timeout`;
+/// the link comes back, and requests succeed again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_cut_and_back() {
+    let netns = match Netns::create() {
+        Ok(netns) => netns,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED network_cut_and_back: network namespaces are not allowed here: {why}"
+            );
+            return;
+        }
+    };
+    let port = free_port();
+    let redis = Node::start_in("netns", Some(&netns.name), &netns.inner, port, &[]);
+    let backend = Backend::start().await;
+    let timeout = Duration::from_millis(500);
+    let gate = Gate::start(
+        &backend,
+        &format!(
+            "url = \"redis://{}:{port}/0\"\ntimeout = \"500ms\"\nretry_after = \"1s\"",
+            redis.host
+        ),
+    )
+    .await;
+    let load = Workload::start(
+        &gate,
+        6,
+        Duration::from_millis(50),
+        2_000,
+        Duration::from_secs(40),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cut_at = Instant::now();
+    netns.link(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restored_at = Instant::now();
+    netns.link(true);
+    // Recovery: every client is served again (bounded wait).
+    let recovered = {
+        let probe = gate.client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = probe.update(1).await;
+            if reply.status == StatusCode::OK {
+                break Some(restored_at.elapsed());
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, outcomes) = load.finish().await;
+    let recovered = recovered.expect("requests succeed again after the link is back");
+    let during: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.at > cut_at + timeout && o.at < restored_at)
+        .collect();
+    let slowest = during.iter().map(|o| o.elapsed).max().unwrap_or_default();
+    eprintln!(
+        "network cut: {} requests during the cut, slowest {slowest:?}; served again {recovered:?} after the link came back; statuses {:?}",
+        during.len(),
+        statuses(&outcomes)
+    );
+    assert!(!during.is_empty());
+    for o in &during {
+        assert_eq!(o.status, StatusCode::SERVICE_UNAVAILABLE, "during the cut");
+        assert!(
+            o.elapsed <= timeout + Duration::from_millis(300),
+            "answered after {:?}, past store.timeout",
+            o.elapsed
+        );
+    }
+    let after_recovery = restored_at + recovered;
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.at > after_recovery && o.status == StatusCode::OK),
+        "the clients are served again"
+    );
+    for o in outcomes
+        .iter()
+        .filter(|o| o.at > after_recovery + Duration::from_millis(200))
+    {
+        assert_eq!(o.status, StatusCode::OK, "after recovery");
+    }
+}

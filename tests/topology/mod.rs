@@ -644,6 +644,7 @@ pub struct Outcome {
     pub n: u64,
     pub status: StatusCode,
     pub at: Instant,
+    pub elapsed: Duration,
 }
 
 /// Clients that each create a session and then update it with `n = 1, 2,
@@ -691,6 +692,7 @@ impl Workload {
                             n,
                             status: reply.status,
                             at: Instant::now(),
+                            elapsed: reply.elapsed,
                         });
                         tokio::time::sleep(pause).await;
                     }
@@ -939,4 +941,128 @@ pub fn binary_output(args: &[&str], limit: Duration) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+// ---------------------------------------------------------------- netns
+
+/// A network namespace joined to this one by a veth pair, with addresses
+/// this test chose in 10.213.x.0/30 on both ends: nothing else is ever
+/// addressed. Deleted (with its veth pair) when dropped.
+pub struct Netns {
+    pub name: String,
+    /// The host's end of the pair.
+    pub host_link: String,
+    /// The address inside the namespace.
+    pub inner: String,
+}
+
+impl Netns {
+    /// Makes the namespace, or says why it cannot be made here (no
+    /// privileges): `Err` only for that.
+    pub fn create() -> Result<Netns, String> {
+        let id = std::process::id() % 50_000 + free_port() as u32 % 7;
+        let name = format!("sgtest{id}");
+        let out = Command::new("ip").args(["netns", "add", &name]).output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Err(format!("the ip command cannot be run: {e}")),
+        };
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).to_string();
+            if why.contains("not permitted") || why.contains("Permission denied") {
+                return Err(why);
+            }
+            panic!("ip netns add failed for another reason: {why}");
+        }
+        let subnet = id % 250 + 1;
+        let netns = Netns {
+            host_link: format!("sgh{id}"),
+            inner: format!("10.213.{subnet}.2"),
+            name,
+        };
+        let peer = format!("sgr{id}");
+        let outer = format!("10.213.{subnet}.1/30");
+        let inner = format!("{}/30", netns.inner);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &netns.host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+        );
+        run("ip", &["link", "set", &peer, "netns", &netns.name]);
+        run("ip", &["addr", "add", &outer, "dev", &netns.host_link]);
+        run("ip", &["link", "set", &netns.host_link, "up"]);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns.name,
+                "ip",
+                "addr",
+                "add",
+                &inner,
+                "dev",
+                &peer,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns.name,
+                "ip",
+                "link",
+                "set",
+                &peer,
+                "up",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns.name,
+                "ip",
+                "link",
+                "set",
+                "lo",
+                "up",
+            ],
+        );
+        Ok(netns)
+    }
+
+    /// Takes the host's end of the link down (`up = false`) or up.
+    pub fn link(&self, up: bool) {
+        run(
+            "ip",
+            &[
+                "link",
+                "set",
+                &self.host_link,
+                if up { "up" } else { "down" },
+            ],
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }
