@@ -44,7 +44,7 @@ impl Config {
         let store = match st.kind {
             StoreKind::Memory => "memory (this process only; sessions end when it exits)".into(),
             _ => format!(
-                "{} (keys {}<sid>), {}, call deadline {}{}",
+                "{}; keys {}<sid>, {}, call deadline {}{}",
                 st.target(),
                 st.key_prefix,
                 match st.on_error {
