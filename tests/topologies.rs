@@ -470,3 +470,76 @@ async fn network_cut_and_back() {
         assert_eq!(o.status, StatusCode::OK, "after recovery");
     }
 }
+
+/// Slots that hold sessions move to another master under load (`ASK`
+/// while their keys move, `MOVED` after), and every node forgets the
+/// scripts (`SCRIPT FLUSH`, as after a restart): no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_slots_move_and_scripts_vanish_under_load() {
+    let cluster = Cluster::start();
+    let backend = Backend::start().await;
+    let gate = Gate::start(
+        &backend,
+        &format!(
+            "kind = \"cluster\"\nnodes = [{}]\nwait_replicas = 1\ntimeout = \"1s\"",
+            cluster.seeds()
+        ),
+    )
+    .await;
+    let clients = 12;
+    let load = Workload::start(
+        &gate,
+        clients,
+        Duration::from_millis(20),
+        2_000,
+        Duration::from_secs(30),
+    )
+    .await;
+    let masters = cluster.masters();
+    let (from, to) = (masters[0], masters[1]);
+    let asking_before = cluster.calls(to, "asking");
+    let moving: Vec<String> = cluster.nodes[from]
+        .session_keys()
+        .into_iter()
+        .take(3)
+        .collect();
+    assert!(!moving.is_empty());
+    for key in &moving {
+        let slot = cluster.slot_of(key);
+        cluster.move_slot(slot, from, to, Duration::from_millis(300));
+    }
+    let asked = cluster.calls(to, "asking") - asking_before;
+    let evals = |cluster: &Cluster| -> u64 {
+        cluster
+            .masters()
+            .iter()
+            .map(|&n| cluster.calls(n, "eval"))
+            .sum()
+    };
+    let evals_before = evals(&cluster);
+    for node in cluster.masters() {
+        cluster.nodes[node].cmd(&["SCRIPT", "FLUSH"]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reloaded = evals(&cluster) - evals_before;
+    assert!(reloaded > 0, "no script was sent again after SCRIPT FLUSH");
+    let (clients_done, outcomes) = load.finish().await;
+    let counts = statuses(&outcomes);
+    eprintln!(
+        "cluster reshard: {} slots moved, {asked} ASKING on the target; {reloaded} EVAL after SCRIPT FLUSH; statuses {counts:?}",
+        moving.len()
+    );
+    assert!(asked > 0, "no request was redirected with ASK");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{counts:?}"
+    );
+    let to_keys = cluster.nodes[to].session_keys();
+    for key in &moving {
+        assert!(to_keys.contains(key), "{key} did not move");
+    }
+    let acked = acknowledged(&outcomes, clients);
+    let (lost, notes) = lost_updates(&clients_done, &acked, Duration::from_secs(5)).await;
+    assert_eq!(lost, 0, "{notes:?}");
+}

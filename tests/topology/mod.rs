@@ -1066,3 +1066,75 @@ impl Drop for Netns {
             .output();
     }
 }
+
+impl Cluster {
+    /// `CLUSTER MYID` of node `index`.
+    pub fn id(&self, index: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[index].connection())
+            .unwrap()
+    }
+
+    /// Moves `slot` from master `from` to master `to` as `redis-cli
+    /// --cluster reshard` does, key by key, pausing `pause` after the keys
+    /// have moved and before the slot's owner changes: requests for its keys
+    /// meanwhile get `ASK`, and `MOVED` afterwards.
+    pub fn move_slot(&self, slot: u16, from: usize, to: usize, pause: Duration) {
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        let setslot = |node: usize, args: &[&str]| {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot);
+            for a in args {
+                cmd.arg(*a);
+            }
+            cmd.query::<()>(&mut self.nodes[node].connection()).unwrap();
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut self.nodes[from].connection())
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query::<()>(&mut self.nodes[from].connection())
+                .unwrap();
+        }
+        std::thread::sleep(pause);
+        for node in self.masters() {
+            setslot(node, &["NODE", &to_id]);
+        }
+    }
+
+    /// The slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].connection())
+            .unwrap()
+    }
+
+    /// How often node `index` has been sent `command` (from `INFO commandstats`).
+    pub fn calls(&self, index: usize, command: &str) -> u64 {
+        self.nodes[index]
+            .info("commandstats")
+            .get(&format!("cmdstat_{command}"))
+            .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
