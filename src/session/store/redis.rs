@@ -168,13 +168,13 @@ impl RedisStore {
                 None => Ok(self.link.query(&call).await?),
             };
         };
-        let (reply, reached) = match self.write_and_wait(&call, wait).await? {
-            (Err(error), _) if is_noscript(&error) && lua.is_some() => {
-                let eval = lua.expect("checked").eval(&call);
-                self.write_and_wait(&eval, wait).await?
-            }
-            answered => answered,
-        };
+        let mut answered = self.write_and_wait(&call, wait).await?;
+        if let (Some(lua), (Err(error), _)) = (lua, &answered)
+            && is_noscript(error)
+        {
+            answered = self.write_and_wait(&lua.eval(&call), wait).await?;
+        }
+        let (reply, reached) = answered;
         let reply = reply?;
         if reached < u64::from(wait.replicas) {
             return Err(StoreError::Replication {
@@ -342,7 +342,47 @@ impl SessionStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::Fields;
+    use super::{Fields, Lua, SessionKey};
+    use crate::session::cookie::Sid;
+
+    #[test]
+    fn a_script_call_becomes_the_same_call_as_eval() {
+        let lua = Lua::new("return 1");
+        let sid = Sid::generate();
+        let mut call = lua.call(SessionKey("sg:", &sid));
+        call.arg("update").arg(42);
+        let args = |cmd: &redis::Cmd| -> Vec<Vec<u8>> {
+            cmd.args_iter()
+                .map(|a| match a {
+                    redis::Arg::Simple(bytes) => bytes.to_vec(),
+                    _ => b"<other>".to_vec(),
+                })
+                .collect()
+        };
+        let key = format!("sg:{}", sid.as_str()).into_bytes();
+        assert_eq!(
+            args(&call),
+            [
+                b"EVALSHA".to_vec(),
+                lua.sha.clone().into_bytes(),
+                b"1".to_vec(),
+                key.clone(),
+                b"update".to_vec(),
+                b"42".to_vec()
+            ]
+        );
+        assert_eq!(
+            args(&lua.eval(&call)),
+            [
+                b"EVAL".to_vec(),
+                b"return 1".to_vec(),
+                b"1".to_vec(),
+                key,
+                b"update".to_vec(),
+                b"42".to_vec()
+            ]
+        );
+    }
 
     fn decode(text: &str) -> Result<Vec<(String, String)>, String> {
         Fields(text.as_bytes())
