@@ -19,11 +19,6 @@ use crate::error::StartError;
 use crate::proxy::Gateway;
 use crate::settings::Settings;
 
-/// The store's address for a log line, without its password.
-fn describe_store(store: &crate::config::StoreConfig) -> String {
-    crate::config::redact_url(&store.url)
-}
-
 /// A bound proxy, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
@@ -40,7 +35,7 @@ impl Server {
         let settings = Settings::new(config.clone());
         let gateway = Arc::new(Gateway::new(&settings)?);
         if let Err(error) = gateway.sessions().store().ping().await {
-            let store = describe_store(&config.store);
+            let store = gateway.sessions().store().describe();
             warn!(%store, %error, "the session store does not answer yet; serving per store.on_error until it does");
         }
         let addr = config.server.listen;

@@ -196,7 +196,7 @@ fn a_redis_url_without_a_scheme_asks_for_redis_and_hides_the_password() {
     );
     assert_eq!(code, Some(1), "{output}");
     assert!(
-        output.contains("store.url: a Redis URL starts with redis://")
+        output.contains("store.url: the URL needs redis:// or rediss://")
             && output.contains("\"redis://127.0.0.1:6379\""),
         "{output}"
     );
@@ -207,10 +207,7 @@ fn a_redis_url_without_a_scheme_asks_for_redis_and_hides_the_password() {
         &[],
     );
     assert_eq!(code, Some(1), "{output}");
-    assert!(
-        output.contains("redis://app:***@127.0.0.1:6379/0"),
-        "{output}"
-    );
+    assert!(output.contains("redis://***@127.0.0.1:6379/0"), "{output}");
     assert!(
         !output.contains("pa55word"),
         "the password leaked: {output}"

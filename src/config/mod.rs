@@ -350,6 +350,7 @@ mod tests {
             !text.contains(SECRET) && !text.contains("pa55word"),
             "{text}"
         );
-        assert!(text.contains("redis://app:***@127.0.0.1:6379/0"), "{text}");
+        assert!(text.contains("redis://***@127.0.0.1:6379/0"), "{text}");
+        assert!(!text.contains("app:"), "the user name shows: {text}");
     }
 }

@@ -334,8 +334,11 @@ impl StoreConfig {
 fn check_url(url: &str) -> Result<(), String> {
     let shown = redact_url(url);
     let Some((scheme, _)) = url.split_once("://") else {
+        // Without a scheme the URL cannot be redacted as it stands: only
+        // the corrected, redacted spelling is shown.
         return Err(format!(
-            "{shown:?} needs redis:// or rediss:// in front (redis://host:6379/0)"
+            "the URL needs redis:// or rediss:// in front: write {:?}",
+            redact_url(&format!("redis://{url}"))
         ));
     };
     if !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {

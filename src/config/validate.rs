@@ -2,7 +2,7 @@
 //! and `check` prints.
 
 use super::duration::show;
-use super::{Config, MIN_HEADER_BYTES, SameSite, StoreKind, redact_url};
+use super::{Config, MIN_HEADER_BYTES, SameSite};
 
 impl Config {
     /// Rules that involve more than one key; the error names the key to change.
@@ -72,9 +72,7 @@ impl Config {
                 "must be at least 2 (the empty session {} is 2 bytes)".into(),
             ));
         }
-        if self.store.kind == StoreKind::Redis {
-            check_redis_url(&self.store.url).map_err(|message| ("store.url", message))?;
-        }
+        self.store.check()?;
         Ok(())
     }
 
@@ -119,41 +117,4 @@ impl Config {
         }
         warnings
     }
-}
-
-/// A Redis URL that redis-rs can use; the message never shows a password.
-fn check_redis_url(url: &str) -> Result<(), String> {
-    use redis::IntoConnectionInfo;
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme)
-        .filter(|scheme| {
-            !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-        });
-    let Some(scheme) = scheme else {
-        return Err(format!(
-            "a Redis URL starts with redis:// (or unix:// for a socket): write {:?}",
-            redact_url(&format!("redis://{url}"))
-        ));
-    };
-    match scheme {
-        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
-        "rediss" | "valkeys" => {
-            return Err(format!(
-                "{scheme}:// (TLS to Redis) is not supported by this build; use redis://"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "{scheme}:// is not a Redis URL: write \"redis://host:port/db\" \
-                 (or \"unix:///path/to/redis.sock\")"
-            ));
-        }
-    }
-    url.into_connection_info()
-        .map(drop)
-        .map_err(|e| format!("not a usable Redis URL: {e}"))
 }
