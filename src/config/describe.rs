@@ -2,7 +2,7 @@
 //! a secret or a password.
 
 use super::duration::show;
-use super::{Config, OnError, StoreKind, redact_url};
+use super::{Config, OnError, StoreKind};
 
 impl Config {
     /// What the proxy would do with this configuration, for `check`.
@@ -40,17 +40,22 @@ impl Config {
             attributes.push("HttpOnly".into());
         }
         attributes.push(format!("SameSite={:?}", c.same_site));
-        let store = match self.store.kind {
+        let st = &self.store;
+        let store = match st.kind {
             StoreKind::Memory => "memory (this process only; sessions end when it exits)".into(),
-            StoreKind::Redis => format!(
-                "redis {} (keys {}<sid>), {}, call deadline {}",
-                redact_url(&self.store.url),
-                self.store.key_prefix,
-                match self.store.on_error {
+            _ => format!(
+                "{}; keys {}<sid>, {}, call deadline {}{}",
+                st.target(),
+                st.key_prefix,
+                match st.on_error {
                     OnError::FailClosed => "fail_closed (503 when down)",
                     OnError::FailOpen => "fail_open (forward as unavailable when down)",
                 },
-                show(self.store.timeout),
+                show(st.timeout),
+                match st.wait_replicas {
+                    0 => String::new(),
+                    n => format!(", a write counts once {n} replica(s) hold it"),
+                },
             ),
         };
         format!(

@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession, now_ms};
+use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession, epoch_ms};
 use crate::session::codec::{Changes, encode_session, session_size};
 use crate::session::cookie::Sid;
 
 /// Expired sessions are swept out once per this many writes.
-const SWEEP_EVERY: u64 = 1024;
+const SWEEP_EVERY_WRITES: u64 = 1024;
 
 /// Sessions in this process's memory.
 pub struct MemoryStore {
@@ -41,7 +41,7 @@ impl State {
 
     fn count_write(&mut self, now: u64) {
         self.writes += 1;
-        if self.writes.is_multiple_of(SWEEP_EVERY) {
+        if self.writes.is_multiple_of(SWEEP_EVERY_WRITES) {
             self.sessions.retain(|_, e| e.expires_ms > now);
         }
     }
@@ -67,7 +67,7 @@ impl MemoryStore {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
-        let now = now_ms();
+        let now = epoch_ms();
         let mut state = self.lock();
         let Some(entry) = state.live(sid, now) else {
             return Ok(None);
@@ -88,7 +88,7 @@ impl SessionStore for MemoryStore {
         mode: SaveMode,
         changes: &Changes,
     ) -> Result<Saved, StoreError> {
-        let now = now_ms();
+        let now = epoch_ms();
         let mut state = self.lock();
         state.count_write(now);
         let exists = state.live(sid, now).is_some();
@@ -122,7 +122,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
-        let now = now_ms();
+        let now = epoch_ms();
         let mut state = self.lock();
         state.live(sid, now);
         Ok(state.sessions.remove(sid).map(|e| TakenSession {
@@ -152,7 +152,7 @@ mod tests {
         });
         let changes = crate::session::codec::parse_updates([br#"{"a":1}"#.as_slice()]).unwrap();
         let create = SaveMode::Create { created_ms: None };
-        for _ in 0..SWEEP_EVERY {
+        for _ in 0..SWEEP_EVERY_WRITES {
             store
                 .save(&Sid::generate(), create, &changes)
                 .await
@@ -160,13 +160,13 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         // The next round of writes sweeps the expired sessions out.
-        for _ in 0..SWEEP_EVERY {
+        for _ in 0..SWEEP_EVERY_WRITES {
             store
                 .save(&Sid::generate(), create, &changes)
                 .await
                 .unwrap();
         }
         let held = store.lock().sessions.len();
-        assert!(held <= SWEEP_EVERY as usize, "{held} sessions held");
+        assert!(held <= SWEEP_EVERY_WRITES as usize, "{held} sessions held");
     }
 }

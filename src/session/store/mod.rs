@@ -1,12 +1,20 @@
-//! Session storage (SPEC §5, §6): the four operations sessiongate needs, the
-//! TTL policy they share, their two implementations (Redis and memory), and
-//! the one deadline every Redis call runs under.
+//! Session storage (SPEC §5, §6, §10): the four operations sessiongate
+//! needs, the TTL policy they share, their two implementations, and the one
+//! deadline every Redis call runs under.
 //!
-//! Every operation touches one session, so one key: that keeps Redis Cluster
-//! and Sentinel open without a redesign.
+//! - `redis.rs`: the session logic in Redis (Lua scripts, `WAIT`), written
+//!   once over a [`link::Link`];
+//! - `link.rs`: the connection, whatever the topology: one node, a master
+//!   found through Sentinel (`sentinel.rs`, which follows failovers), or a
+//!   Cluster;
+//! - `memory.rs`: the same semantics in this process's memory.
+//!
+//! Every operation touches one session, so one key, so one Cluster slot.
 
+mod link;
 mod memory;
 mod redis;
+mod sentinel;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,8 +47,9 @@ impl SessionPolicy {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by the wall clock (what session
+/// creation times and expiries are counted in).
+pub fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -98,6 +107,18 @@ pub enum StoreError {
     /// Redis answered something sessiongate's scripts never return.
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// A write reached the master but not `wait_replicas` replicas in time.
+    #[error("the write reached {reached} of the {wanted} replicas wanted in time")]
+    Replication {
+        /// Replicas that confirmed it.
+        reached: u64,
+        /// `store.wait_replicas`.
+        wanted: u32,
+    },
+    /// The store could not be set up from its configuration (an unreadable
+    /// certificate file, say).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The operations sessiongate performs on sessions. Each is one store round
@@ -126,15 +147,30 @@ pub trait SessionStore {
 }
 
 /// The configured store, with the deadline that bounds every Redis call
-/// (the memory store answers at once).
+/// (the memory store answers at once). Every call is dispatched in one
+/// place, [`dispatch!`]; a new backend (a cache in front of Redis, say) is
+/// one more [`Backend`] variant.
 pub struct Store {
     backend: Backend,
     deadline: Duration,
+    /// What it talks to, for logs; never a password.
+    target: String,
 }
 
 enum Backend {
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
     Memory(MemoryStore),
+}
+
+/// Runs one call on whichever backend is configured: a Redis call under the
+/// store deadline, a memory call as it is.
+macro_rules! dispatch {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Redis($backend) => $store.within($call).await,
+            Backend::Memory($backend) => $call.await,
+        }
+    };
 }
 
 impl Store {
@@ -148,12 +184,23 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let backend = match config.kind {
             StoreKind::Memory => Backend::Memory(MemoryStore::new(policy)),
-            StoreKind::Redis => Backend::Redis(RedisStore::open(config, policy, deadline)?),
+            _ => Backend::Redis(Box::new(RedisStore::open(config, policy, deadline)?)),
         };
-        Ok(Store { backend, deadline })
+        Ok(Store {
+            backend,
+            deadline,
+            target: config.target(),
+        })
     }
 
-    /// Runs one store call under the store deadline.
+    /// What the store talks to: its kind and its nodes, sentinels or URL,
+    /// without any password (for the log line when it does not answer).
+    pub fn describe(&self) -> String {
+        self.target.clone()
+    }
+
+    /// Runs one store call under the store deadline: the one place it is
+    /// enforced, reconnecting and failover included.
     async fn within<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
@@ -172,10 +219,7 @@ impl Store {
 
 impl SessionStore for Store {
     async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => self.within(r.load(sid)).await,
-            Backend::Memory(m) => m.load(sid).await,
-        }
+        dispatch!(self, s => s.load(sid))
     }
 
     async fn save(
@@ -184,24 +228,15 @@ impl SessionStore for Store {
         mode: SaveMode,
         changes: &Changes,
     ) -> Result<Saved, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => self.within(r.save(sid, mode, changes)).await,
-            Backend::Memory(m) => m.save(sid, mode, changes).await,
-        }
+        dispatch!(self, s => s.save(sid, mode, changes))
     }
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => self.within(r.take(sid)).await,
-            Backend::Memory(m) => m.take(sid).await,
-        }
+        dispatch!(self, s => s.take(sid))
     }
 
     async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => self.within(r.destroy(sid)).await,
-            Backend::Memory(m) => m.destroy(sid).await,
-        }
+        dispatch!(self, s => s.destroy(sid))
     }
 }
 

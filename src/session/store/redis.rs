@@ -2,20 +2,23 @@
 //! one field per top-level key holding its JSON text, `__created` metadata,
 //! and a TTL on every key. Reads and writes are Lua scripts (sent as EVALSHA)
 //! so that the TTL policy lives in one place and "update only if the session
-//! still exists" is atomic. One multiplexed connection serves every request.
+//! still exists" is atomic. Every call is one command on one key, so one
+//! Cluster slot, sent through a [`Link`] that hides the topology.
+//!
+//! With `wait_replicas = N`, each write goes out in one round trip with a
+//! `WAIT N <timeout>` behind it (so on a Cluster it reaches the node that
+//! holds the key), and counts only once N replicas confirm it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
-use std::fmt;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::io::tcp::TcpSettings;
 use redis::{
-    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, RedisWrite,
-    Script, ServerErrorKind, ToRedisArgs,
+    Arg, Cmd, ErrorKind, FromRedisValue, RedisError, RedisWrite, Script, ServerErrorKind,
+    ToRedisArgs, Value,
 };
 
+use super::link::Link;
 use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
 use crate::config::StoreConfig;
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
@@ -23,12 +26,25 @@ use crate::session::cookie::Sid;
 
 /// Sessions in Redis.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    link: Link,
+    /// With `wait_replicas`: the connection that writes and their `WAIT`s
+    /// go over, so that a `WAIT` left waiting (a replica is missing) holds
+    /// up other writes only, never a load.
+    writes: Option<Link>,
     key_prefix: String,
     policy: SessionPolicy,
+    /// `WAIT`'s arguments for every write, when `wait_replicas > 0`.
+    wait: Option<Wait>,
     load: Lua,
     save: Lua,
     take: Lua,
+}
+
+/// `WAIT <replicas> <timeout_ms>`.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    replicas: u32,
+    timeout_ms: u64,
 }
 
 /// A session's key, `<key_prefix><sid>`, written straight into a command.
@@ -47,35 +63,49 @@ impl ToRedisArgs for SessionKey<'_> {
     }
 }
 
-/// One of the Lua scripts, called as `EVALSHA <sha> 1 <key> <args…>` and
-/// loaded again when Redis answers NOSCRIPT (after a restart, say).
-struct Lua(Script);
+/// One of the Lua scripts, called as `EVALSHA <sha> 1 <key> <args…>`; when
+/// the node answers NOSCRIPT (after a restart, or a replica just promoted),
+/// the same call goes again as `EVAL <source> …`, which routes by the same
+/// key and leaves the script cached on that node.
+struct Lua {
+    source: &'static str,
+    sha: String,
+}
 
 impl Lua {
-    fn new(source: &str) -> Lua {
-        Lua(Script::new(source))
+    fn new(source: &'static str) -> Lua {
+        Lua {
+            source,
+            sha: Script::new(source).get_hash().to_string(),
+        }
     }
 
     /// `EVALSHA` of this script for one key; add the arguments to it.
     fn call(&self, key: SessionKey<'_>) -> Cmd {
         let mut cmd = Cmd::with_capacity(8, 160);
-        cmd.arg("EVALSHA").arg(self.0.get_hash()).arg(1).arg(key);
+        cmd.arg("EVALSHA").arg(&self.sha).arg(1).arg(key);
         cmd
     }
 
-    async fn run<T: FromRedisValue>(
-        &self,
-        cmd: &Cmd,
-        connection: &mut ConnectionManager,
-    ) -> RedisResult<T> {
-        match cmd.query_async(connection).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.0.load_async(connection).await?;
-                cmd.query_async(connection).await
+    /// The `EVAL` form of a call made by [`Lua::call`].
+    fn eval(&self, call: &Cmd) -> Cmd {
+        let mut cmd = Cmd::with_capacity(8, 160 + self.source.len());
+        cmd.arg("EVAL").arg(self.source);
+        for arg in call.args_iter().skip(2) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
             }
-            result => result,
         }
+        cmd
     }
+}
+
+fn is_noscript(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+fn decode<T: FromRedisValue>(value: Value) -> Result<T, StoreError> {
+    redis::from_redis_value(value).map_err(|e| StoreError::Protocol(e.to_string()))
 }
 
 impl RedisStore {
@@ -89,29 +119,22 @@ impl RedisStore {
         policy: SessionPolicy,
         deadline: Duration,
     ) -> Result<RedisStore, StoreError> {
-        let mut info = config.url.as_str().into_connection_info()?;
-        info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        if !config.url.contains("protocol=") {
-            // RESP3 notices a dropped connection sooner.
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(deadline))
-            .set_response_timeout(None)
-            // Short, bounded reconnection bursts; the next call starts another.
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_number_of_retries(3);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(RedisStore {
-            connection,
+            link: Link::open(config, deadline)?,
+            writes: match config.wait_replicas {
+                0 => None,
+                _ => Some(Link::open(config, deadline)?),
+            },
             key_prefix: config.key_prefix.clone(),
             policy,
+            // WAIT answers well before the store deadline drops the call, so
+            // a missing replica reads as such, not as a slow store. (A WAIT
+            // that waits holds up the calls behind it on that node's
+            // multiplexed connection: keep it short.)
+            wait: (config.wait_replicas > 0).then(|| Wait {
+                replicas: config.wait_replicas,
+                timeout_ms: (deadline.as_millis() as u64 / 2).max(1),
+            }),
             load: Lua::new(include_str!("scripts/load.lua")),
             save: Lua::new(include_str!("scripts/save.lua")),
             take: Lua::new(include_str!("scripts/take.lua")),
@@ -124,11 +147,66 @@ impl RedisStore {
 
     /// One PING.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
-            .await?;
-        Ok(())
+        Ok(self.link.ping().await?)
+    }
+
+    /// Runs a script call as it is (no `WAIT`).
+    async fn script(&self, lua: &Lua, call: Cmd) -> Result<Value, StoreError> {
+        match self.link.query(&call).await {
+            Err(error) if is_noscript(&error) => Ok(self.link.query(&lua.eval(&call)).await?),
+            result => Ok(result?),
+        }
+    }
+
+    /// Runs a command that changes the store: with `wait_replicas`, in one
+    /// round trip with its `WAIT`, and an error unless enough replicas
+    /// confirm it. `lua` is the script `call` runs, if it runs one.
+    async fn write(&self, lua: Option<&Lua>, call: Cmd) -> Result<Value, StoreError> {
+        let Some(wait) = self.wait else {
+            return match lua {
+                Some(lua) => self.script(lua, call).await,
+                None => Ok(self.link.query(&call).await?),
+            };
+        };
+        let (reply, reached) = match self.write_and_wait(&call, wait).await? {
+            (Err(error), _) if is_noscript(&error) && lua.is_some() => {
+                let eval = lua.expect("checked").eval(&call);
+                self.write_and_wait(&eval, wait).await?
+            }
+            answered => answered,
+        };
+        let reply = reply?;
+        if reached < u64::from(wait.replicas) {
+            return Err(StoreError::Replication {
+                reached,
+                wanted: wait.replicas,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// `call` and `WAIT` in one pipeline: the call's reply, and how many
+    /// replicas confirmed it.
+    async fn write_and_wait(
+        &self,
+        call: &Cmd,
+        wait: Wait,
+    ) -> Result<(Result<Value, RedisError>, u64), StoreError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(call.clone())
+            .cmd("WAIT")
+            .arg(wait.replicas)
+            .arg(wait.timeout_ms);
+        let link = self.writes.as_ref().unwrap_or(&self.link);
+        let mut replies = link.query_all(&pipeline).await?.into_iter();
+        let (Some(reply), Some(reached)) = (replies.next(), replies.next()) else {
+            return Err(StoreError::Protocol(
+                "a write and WAIT answered short".into(),
+            ));
+        };
+        let reached: u64 = decode(reached.extract_error()?)?;
+        Ok((reply.extract_error(), reached))
     }
 }
 
@@ -176,11 +254,10 @@ impl<'a> Iterator for Fields<'a> {
 
 impl SessionStore for RedisStore {
     async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
-        let mut connection = self.connection.clone();
         let mut call = self.load.call(self.key(sid));
         call.arg(self.policy.idle.as_millis() as u64)
             .arg(self.policy.absolute.as_millis() as u64);
-        let reply: Vec<u8> = self.load.run(&call, &mut connection).await?;
+        let reply: Vec<u8> = decode(self.script(&self.load, call).await?)?;
         if reply.is_empty() {
             return Ok(None);
         }
@@ -205,7 +282,6 @@ impl SessionStore for RedisStore {
         mode: SaveMode,
         changes: &Changes,
     ) -> Result<Saved, StoreError> {
-        let mut connection = self.connection.clone();
         let mut call = self.save.call(self.key(sid));
         let created = match mode {
             SaveMode::Create { created_ms } => {
@@ -224,7 +300,7 @@ impl SessionStore for RedisStore {
         for (field, value) in changes.iter() {
             call.arg(field).arg(value.unwrap_or(""));
         }
-        let reply: String = self.save.run(&call, &mut connection).await?;
+        let reply: String = decode(self.write(Some(&self.save), call).await?)?;
         match reply.as_str() {
             "ok" => Ok(Saved::Stored),
             "gone" => Ok(Saved::Gone),
@@ -240,9 +316,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
-        let mut connection = self.connection.clone();
         let call = self.take.call(self.key(sid));
-        let reply: Vec<u8> = self.take.run(&call, &mut connection).await?;
+        let reply: Vec<u8> = decode(self.write(Some(&self.take), call).await?)?;
         let mut created_ms = None;
         let mut fields = BTreeMap::new();
         for pair in Fields(&reply) {
@@ -258,11 +333,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(self.key(sid))
-            .query_async::<()>(&mut connection)
-            .await?;
+        let mut call = redis::cmd("DEL");
+        call.arg(self.key(sid));
+        self.write(None, call).await?;
         Ok(())
     }
 }
