@@ -380,3 +380,17 @@ async fn admin_api_on_redis() {
 async fn admin_api_on_the_memory_store() {
     the_admin_api_needs_the_token_and_answers_as_the_spec_says(StoreKind::Memory).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_sessions_load_is_still_one_round_trip() {
+    let harness = Harness::start(StoreKind::Redis).await;
+    let browser = harness.browser();
+    login(&browser, "ada").await;
+    browser.get("/").await; // load.lua is cached in Redis from here on
+    let before = harness.redis().command_stats();
+    let reply = browser.get("/").await;
+    let after = harness.redis().command_stats();
+    assert_eq!(reply.seen_one("x-session-user").as_deref(), Some("ada"));
+    let commands = common::Redis::commands_between(&before, &after);
+    assert_eq!(common::Redis::round_trips(&commands), 1, "{commands:?}");
+}
