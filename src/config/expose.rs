@@ -51,6 +51,24 @@ pub(super) fn parse<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, 
     Ok(table)
 }
 
+/// What `check` adds to its session line: the per-user limit and the
+/// exposed headers, when set.
+pub(super) fn describe(session: &super::SessionConfig) -> String {
+    let mut text = String::new();
+    if session.max_per_user > 0 {
+        text.push_str(&format!(", at most {} per user", session.max_per_user));
+    }
+    if !session.expose.is_empty() {
+        let exposed: Vec<String> = session
+            .expose
+            .iter()
+            .map(|(name, key)| format!("{name} ({key})"))
+            .collect();
+        text.push_str(&format!(", exposes {}", exposed.join(", ")));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -70,6 +88,11 @@ mod tests {
     fn exposed_headers_are_checked_when_the_config_is_read() {
         let config = parse("\"X-User\" = \"user\"\n\"X-Roles\" = \"roles\"").unwrap();
         assert_eq!(config.session.max_per_user, 3);
+        let described = config.describe();
+        assert!(
+            described.contains("at most 3 per user, exposes X-Roles (roles), X-User (user)"),
+            "{described}"
+        );
         assert_eq!(config.session.expose["X-User"], "user");
         for (bad, why) in [
             ("\"X User\" = \"user\"", "not a header name"),
