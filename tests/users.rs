@@ -394,3 +394,54 @@ async fn a_bound_sessions_load_is_still_one_round_trip() {
     let commands = common::Redis::commands_between(&before, &after);
     assert_eq!(common::Redis::round_trips(&commands), 1, "{commands:?}");
 }
+
+/// What a crash between the index write and the session write leaves (an
+/// entry whose session is missing, or is not bound to that user) is never
+/// listed, never revoked, and leaves the index when met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_index_entry_is_never_listed_nor_revokes_another_users_session() {
+    let harness = Harness::start(StoreKind::Redis).await;
+    let sessions = sessions_on(&harness.redis().url(), "");
+    let ada = harness.browser();
+    let bob = harness.browser();
+    login(&ada, "ada").await;
+    login(&bob, "bob").await;
+    let ghost = sessiongate::session::cookie::Sid::generate();
+    let later = sessiongate::session::store::epoch_ms() + 3_600_000;
+    let mut redis = harness.redis().connection();
+    for sid in [ghost.as_str().to_string(), bob.sid().unwrap()] {
+        let _: i64 = redis::cmd("ZADD")
+            .arg("sg:user:ada")
+            .arg(later)
+            .arg(sid)
+            .query(&mut redis)
+            .unwrap();
+    }
+    assert_eq!(listed(&sessions, "ada").await, [ada.sid().unwrap()]);
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("sg:user:ada")
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(left, [ada.sid().unwrap()], "stale entries leave when met");
+
+    // Bound again to someone else: the old user's list drops it.
+    let _: i64 = redis::cmd("ZADD")
+        .arg("sg:user:ada")
+        .arg(later)
+        .arg(bob.sid().unwrap())
+        .query(&mut redis)
+        .unwrap();
+    let (_, body) = admin(&sessions, "DELETE", "/sessions?user=ada").await;
+    assert_eq!(body, serde_json::json!({"destroyed": 1}));
+    let reply = bob.get("/").await;
+    assert_eq!(reply.seen_one("x-session-user").as_deref(), Some("bob"));
+    let bind = "X-Session-User: carol";
+    bob.get_with("/", &[("x-test-reply-header", bind)]).await;
+    assert!(listed(&sessions, "bob").await.is_empty());
+    assert_eq!(listed(&sessions, "carol").await, [bob.sid().unwrap()]);
+    let reply = bob.get("/").await;
+    assert_eq!(reply.seen_one("x-session-user").as_deref(), Some("carol"));
+    harness.assert_every_key_has_a_ttl();
+}
