@@ -1,4 +1,5 @@
-//! The command line (SPEC §1): `run` (the default), `check`, `keygen`, `demo`.
+//! The command line (SPEC §1): `run` (the default), `check`, `keygen`, `demo`,
+//! and `sessions` (SPEC §12).
 //! Only the commands that read the configuration take `--config`.
 
 use std::net::SocketAddr;
@@ -54,11 +55,45 @@ pub enum Command {
     Check(ConfigArgs),
     /// Print a new secret for cookie.secrets (32 random bytes, base64).
     Keygen,
+    /// List or revoke a user's sessions in the configured store.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Run the proxy in front of two built-in demo backends, memory store.
     Demo {
         /// Where the demo listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+/// `sessiongate sessions …` (SPEC §12): against the configured store, so
+/// the same Redis the proxies use.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's live sessions, oldest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The user id (as the backend sent it in X-Session-User).
+        #[arg(long)]
+        user: String,
+        /// Print JSON (as the admin API answers) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy every session of a user, or one session by its sid.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Destroy every session bound to this user.
+        #[arg(long, required_unless_present = "sid", conflicts_with = "sid")]
+        user: Option<String>,
+        /// Destroy this one session.
+        #[arg(long)]
+        sid: Option<String>,
+        /// Print JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -26,7 +26,8 @@
 //! [`settings`] turns it once into what the process runs with;
 //! [`timeouts`] holds every deadline and enforces them; [`error`] says where
 //! a failure came from (client, upstream, store) and maps it to a status in
-//! one place; [`demo`] is the newcomer's first run.
+//! one place; [`demo`] is the newcomer's first run; [`users_api`] answers
+//! the admin API's `/sessions…` (users and devices, SPEC §12).
 //! `main.rs` is only the command line, logging and signals.
 
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod timeouts;
+pub mod users_api;
 
 pub use config::Config;
 pub use server::Server;

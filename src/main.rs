@@ -2,6 +2,7 @@
 //! Everything else is the library.
 
 mod cli;
+mod sessions;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
             println!("{}", sessiongate::keygen());
             Ok(())
         }
+        Command::Sessions(command) => sessions::run(command),
         Command::Demo { listen } => demo(listen),
     };
     match outcome {
@@ -83,7 +85,7 @@ fn demo(listen: std::net::SocketAddr) -> Result<()> {
 }
 
 /// The async runtime, with `worker_threads` threads (0: one per core).
-fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Woken tasks wait their turn, so the Redis writer batches the commands
     // of every ready request (see .cargo/config.toml).

@@ -27,7 +27,7 @@ def login():
     # A real app checks the password here.
     session["uid"] = abs(hash(request.form["login"])) % 10000
     session["login"] = request.form["login"]
-    session.rotate()
+    session.login(request.form["login"])  # bound to the user, with a new sid
     return jsonify(state())
 
 
@@ -40,4 +40,11 @@ def add_to_cart():
 @app.post("/logout")
 def logout():
     session.destroy()
+    return jsonify({"app": NAME, "user": None, "cart": []})
+
+
+@app.post("/logout-everywhere")
+def logout_everywhere():
+    # "Log out all my devices": every session bound to this user ends.
+    session.logout_everywhere()
     return jsonify({"app": NAME, "user": None, "cart": []})

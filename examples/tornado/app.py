@@ -29,7 +29,7 @@ class Login(Shop):
         # A real app checks the password here.
         self.session["uid"] = abs(hash(self.get_argument("login"))) % 10000
         self.session["login"] = self.get_argument("login")
-        self.rotate_session()
+        self.login(self.get_argument("login"))  # bound to the user, with a new sid
         self.write(self.state())
 
 
@@ -45,6 +45,13 @@ class Logout(Shop):
         self.write({"app": NAME, "user": None, "cart": []})
 
 
+class LogoutEverywhere(Shop):
+    def post(self):
+        # "Log out all my devices": every session bound to this user ends.
+        self.logout_everywhere()
+        self.write({"app": NAME, "user": None, "cart": []})
+
+
 class Live(tornado.websocket.WebSocketHandler):
     def open(self):
         # The handshake went through sessiongate: its session is right here.
@@ -55,7 +62,8 @@ class Live(tornado.websocket.WebSocketHandler):
 
 
 async def main(port):
-    routes = [(r"/whoami", WhoAmI), (r"/login", Login), (r"/cart/add", AddToCart), (r"/logout", Logout), (r"/ws", Live)]
+    routes = [(r"/whoami", WhoAmI), (r"/login", Login), (r"/cart/add", AddToCart), (r"/logout", Logout),
+              (r"/logout-everywhere", LogoutEverywhere), (r"/ws", Live)]
     tornado.web.Application(routes).listen(port, address="127.0.0.1")
     await asyncio.Event().wait()
 

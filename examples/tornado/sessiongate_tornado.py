@@ -4,6 +4,11 @@
 request changed goes back as X-Session-Update (changed keys only), and
 rotate_session() / destroy_session() become X-Session-Action. A WebSocket
 handler reads the session of its handshake with session_of(self.request).
+
+Users and devices: login(user) binds the session to a user id (and rotates
+it), self.user is the id a bound session carries, logout_everywhere() ends
+every session of that user, this one too, and logout_others() every other
+one (after a password change).
 """
 import json
 
@@ -18,6 +23,18 @@ class SessionHandler(tornado.web.RequestHandler):
     def prepare(self):
         self.session, self._original = session_of(self.request), session_of(self.request)
         self._action = None
+        self.user, self._binds = self.request.headers.get("X-Session-User"), None
+
+    def login(self, user):  # at login: bind to the user, with a new session id
+        self.user = self._binds = str(user)
+        self._action = "rotate"
+
+    def logout_everywhere(self):  # every session of this user ends, this one too
+        self.session.clear()
+        self._action = "destroy-all"
+
+    def logout_others(self):  # every other session of this user ends
+        self._action = ", ".join(a for a in (self._action, "destroy-others") if a)
 
     def rotate_session(self):  # at login: a new session id, same data
         self._action = "rotate"
@@ -31,8 +48,10 @@ class SessionHandler(tornado.web.RequestHandler):
         action = getattr(self, "_action", None)
         changed = {k: v for k, v in session.items() if k not in original or original[k] != v}
         changed.update({k: None for k in original if k not in session})
-        if changed and action != "destroy":
+        if changed and action not in ("destroy", "destroy-all"):
             self.set_header("X-Session-Update", json.dumps(changed))
+        if getattr(self, "_binds", None):
+            self.set_header("X-Session-User", self._binds)
         if action:
             self.set_header("X-Session-Action", action)
         return super().finish(chunk)

@@ -66,7 +66,7 @@ impl Config {
              keep-alive {keepalive}, drain {drain}\n\
              cookie     {name}; {attributes}\n\
              secrets    {n} (signing with {signer}; all verify)\n\
-             session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes\n\
+             session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes{users}\n\
              store      {store}\n",
             listen = self.server.listen,
             threads = match self.server.worker_threads {
@@ -90,6 +90,7 @@ impl Config {
             absolute = show(s.absolute_timeout),
             prefix = s.header_prefix,
             max = s.max_bytes,
+            users = super::expose::describe(s),
         )
     }
 }

@@ -16,6 +16,7 @@
 pub mod cookie;
 mod describe;
 pub mod duration;
+mod expose;
 mod locate;
 pub mod secrets;
 pub mod server;

@@ -1,5 +1,6 @@
 //! `[session]`: session lifetime and the header protocol with the backends.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
@@ -21,6 +22,13 @@ pub struct SessionConfig {
     pub header_prefix: String,
     /// The largest session, counted as the bytes of its `X-Session` text.
     pub max_bytes: usize,
+    /// At most this many sessions per user; binding one more destroys the
+    /// oldest (SPEC §12). 0: no limit.
+    pub max_per_user: usize,
+    /// `[session.expose]`: header name -> session key, sent to the backend
+    /// as a plain header (SPEC §12).
+    #[serde(deserialize_with = "super::expose::parse")]
+    pub expose: BTreeMap<String, String>,
 }
 
 impl Default for SessionConfig {
@@ -30,6 +38,8 @@ impl Default for SessionConfig {
             absolute_timeout: Duration::from_secs(24 * 3600),
             header_prefix: "X-Session".to_string(),
             max_bytes: 8192,
+            max_per_user: 0,
+            expose: BTreeMap::new(),
         }
     }
 }

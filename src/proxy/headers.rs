@@ -21,6 +21,8 @@ pub struct SessionHeaders {
     pub update: HeaderName,
     /// `X-Session-Action`
     pub action: HeaderName,
+    /// `X-Session-User` (SPEC §12)
+    pub user: HeaderName,
 }
 
 impl SessionHeaders {
@@ -37,6 +39,7 @@ impl SessionHeaders {
             session: name(""),
             update: name("-Update"),
             action: name("-Action"),
+            user: name("-User"),
         }
     }
 

@@ -20,6 +20,7 @@
 
 pub mod body;
 pub mod context;
+pub mod expose;
 pub mod headers;
 pub mod pool;
 pub mod upgrade;
@@ -38,6 +39,7 @@ use tracing::{debug, warn};
 
 use self::body::RequestBody;
 pub use self::context::RequestContext;
+use self::expose::Expose;
 use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
 use self::upgrade::Tunnels;
@@ -63,6 +65,8 @@ pub fn own_body(text: &'static str) -> ProxyBody {
 pub struct Gateway {
     sessions: Sessions,
     names: SessionHeaders,
+    /// `[session.expose]`.
+    expose: Expose,
     upstreams: Arc<Upstreams>,
     tunnels: Tunnels,
     retry_after: HeaderValue,
@@ -79,10 +83,12 @@ impl Gateway {
             store,
             settings.policy,
             config.store.on_error,
-        );
+        )
+        .max_per_user(config.session.max_per_user);
         Ok(Gateway {
             sessions,
             names: SessionHeaders::new(&config.session.header_prefix),
+            expose: Expose::new(&config.session.expose),
             upstreams: Arc::new(Upstreams::new(&config.upstreams, &settings.timeouts)),
             tunnels: Tunnels::default(),
             retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
@@ -175,6 +181,7 @@ impl Gateway {
     /// goes into the context.
     pub fn request_filter(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         self.names.strip(headers);
+        self.expose.strip(headers);
         context.presented = self.sessions.cookie.take_from(headers).sid();
     }
 
@@ -195,6 +202,11 @@ impl Gateway {
         let json = HeaderValue::from_maybe_shared(session.json.clone())
             .expect("stores yield printable ASCII");
         headers.insert(names.session.clone(), json);
+        if let Some(user) = &session.user {
+            let user = HeaderValue::from_str(user).expect("a user id is visible ASCII");
+            headers.insert(names.user.clone(), user);
+        }
+        self.expose.add(headers, &session.json);
     }
 
     /// Phase 6: what the backend asks of the session; then no header with
@@ -215,7 +227,15 @@ impl Gateway {
                 .get_all(&names.action)
                 .iter()
                 .map(HeaderValue::as_bytes),
-        );
+        )
+        .and_then(|instructions| {
+            instructions.bind(
+                headers
+                    .get_all(&names.user)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+        });
         names.strip(headers);
         headers::remove_hop_by_hop(headers, switching);
         instructions
@@ -323,6 +343,8 @@ mod tests {
             sid: sid.clone(),
             status: Status::Active,
             json: Bytes::from_static(b"{\"user\":\"ada\"}"),
+            created_ms: None,
+            user: None,
         });
         gateway.upstream_request(&mut parts.headers, &context);
         let h = &parts.headers;

@@ -96,6 +96,18 @@ pub fn session_size<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) ->
 pub struct Changes(BTreeMap<String, Option<String>>);
 
 impl Changes {
+    /// Sets `key` to the JSON text `text`: for sessiongate's own `__`
+    /// metadata (a backend's updates never name such a key).
+    pub fn set_meta(&mut self, key: &str, text: &str) {
+        debug_assert!(key.starts_with(META_PREFIX));
+        self.0.insert(key.to_string(), Some(text.to_string()));
+    }
+
+    /// The value these changes give `key`, if they set it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.as_deref()
+    }
+
     /// No change at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -148,9 +160,15 @@ pub enum UpdateError {
         /// The key.
         key: String,
     },
-    /// `X-Session-Action` is neither `rotate` nor `destroy`.
-    #[error("unknown session action {0:?} (expected rotate or destroy)")]
+    /// `X-Session-Action` names an action sessiongate does not know.
+    #[error(
+        "unknown session action {0:?} (expected rotate, destroy, destroy-others or destroy-all, comma-separated)"
+    )]
     UnknownAction(String),
+    /// `X-Session-User` is not one id of 1 to 256 visible ASCII characters
+    /// (the id itself is not logged).
+    #[error("X-Session-User {0}")]
+    BadUser(&'static str),
     /// The session would exceed `session.max_bytes`.
     #[error("the session would be {size} bytes, more than session.max_bytes = {max}")]
     TooLarge {

@@ -1,5 +1,7 @@
 //! Sessions (SPEC §3-§6): what a request's cookie resolves to, and what a
-//! backend's response does to the session: updates, `rotate`, `destroy`.
+//! backend's response does to the session: updates, `rotate`, `destroy`;
+//! binding to a user and revoking a user's sessions are in `users.rs`
+//! (SPEC §12).
 //!
 //! [`Sessions::resolve`] is the load phase of a request, [`Sessions::commit`]
 //! the store phase of its response. Neither touches HTTP; the proxy moves
@@ -8,6 +10,7 @@
 pub mod codec;
 pub mod cookie;
 pub mod store;
+mod users;
 
 use std::collections::BTreeMap;
 
@@ -51,6 +54,10 @@ pub struct Resolved {
     pub status: Status,
     /// The `X-Session` text: compact ASCII JSON.
     pub json: Bytes,
+    /// A stored session's creation time, ms since the epoch.
+    pub created_ms: Option<u64>,
+    /// The user a stored session is bound to (`__user`, SPEC §12).
+    pub user: Option<String>,
 }
 
 impl Resolved {
@@ -59,6 +66,8 @@ impl Resolved {
             sid,
             status,
             json: Bytes::from_static(b"{}"),
+            created_ms: None,
+            user: None,
         }
     }
 }
@@ -79,6 +88,11 @@ pub struct Instructions {
     pub changes: Changes,
     /// The `X-Session-Action`, if any (`destroy` wins over `rotate`).
     pub action: Option<Action>,
+    /// `X-Session-User`: bind the session to this user (SPEC §12).
+    pub user: Option<String>,
+    /// `destroy-others` (or `destroy-all`, which also destroys this one):
+    /// every other session of the same user ends.
+    pub destroy_others: bool,
 }
 
 impl Instructions {
@@ -88,21 +102,34 @@ impl Instructions {
         actions: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Instructions, UpdateError> {
         let changes = codec::parse_updates(updates)?;
-        let mut action = None;
+        let (mut action, mut destroy_others) = (None, false);
+        // Several actions may share a header, comma-separated: `rotate, destroy-others`.
         for value in actions {
             let text = String::from_utf8_lossy(value);
-            match text.trim().to_ascii_lowercase().as_str() {
-                "rotate" => action = action.or(Some(Action::Rotate)),
-                "destroy" => action = Some(Action::Destroy),
-                _ => return Err(UpdateError::UnknownAction(text.into_owned())),
+            for one in text.split(',') {
+                match one.trim().to_ascii_lowercase().as_str() {
+                    "rotate" => action = action.or(Some(Action::Rotate)),
+                    "destroy" => action = Some(Action::Destroy),
+                    "destroy-others" => destroy_others = true,
+                    "destroy-all" => (action, destroy_others) = (Some(Action::Destroy), true),
+                    _ => return Err(UpdateError::UnknownAction(text.into_owned())),
+                }
             }
         }
-        Ok(Instructions { changes, action })
+        Ok(Instructions {
+            changes,
+            action,
+            user: None,
+            destroy_others,
+        })
     }
 
     /// True when the response asks for nothing.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.action.is_none()
+        self.changes.is_empty()
+            && self.action.is_none()
+            && self.user.is_none()
+            && !self.destroy_others
     }
 }
 
@@ -124,6 +151,8 @@ pub struct Sessions {
     store: Store,
     policy: SessionPolicy,
     on_error: OnError,
+    /// `session.max_per_user` (0: no limit).
+    max_per_user: usize,
 }
 
 impl Sessions {
@@ -139,6 +168,15 @@ impl Sessions {
             store,
             policy,
             on_error,
+            max_per_user: 0,
+        }
+    }
+
+    /// At most `max` sessions per user (`session.max_per_user`; 0: no limit).
+    pub fn max_per_user(self, max: usize) -> Sessions {
+        Sessions {
+            max_per_user: max,
+            ..self
         }
     }
 
@@ -155,10 +193,12 @@ impl Sessions {
             return Ok(Resolved::without_session(Sid::generate(), Status::New));
         };
         match self.store.load(&sid).await {
-            Ok(Some(json)) => Ok(Resolved {
+            Ok(Some(loaded)) => Ok(Resolved {
                 sid,
                 status: Status::Active,
-                json: Bytes::from(json),
+                json: Bytes::from(loaded.json),
+                created_ms: Some(loaded.created_ms),
+                user: loaded.user,
             }),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
@@ -199,7 +239,7 @@ impl Sessions {
         if session.status == Status::Unavailable {
             return dropped(&"the session store was unavailable when the request began");
         }
-        match self.apply(session, instructions).await {
+        match self.apply_bound(session, instructions).await {
             Err(error) if self.on_error == OnError::FailOpen => dropped(&error),
             result => result,
         }
@@ -210,7 +250,9 @@ impl Sessions {
         session: &Resolved,
         instructions: Instructions,
     ) -> Result<CookieChange, StoreError> {
-        let Instructions { changes, action } = instructions;
+        let Instructions {
+            changes, action, ..
+        } = instructions;
         let active = session.status == Status::Active;
         match action {
             Some(Action::Destroy) => {
@@ -224,8 +266,7 @@ impl Sessions {
             Some(Action::Rotate) => self.create(Sid::generate(), &changes).await,
             None if active => {
                 match self
-                    .store
-                    .save(&session.sid, SaveMode::Update, &changes)
+                    .save_indexed(&session.sid, SaveMode::Update, &changes, session.created_ms)
                     .await?
                 {
                     Saved::Stored => {}
@@ -289,8 +330,7 @@ impl Sessions {
         created_ms: Option<u64>,
     ) -> Result<CookieChange, StoreError> {
         match self
-            .store
-            .save(&sid, SaveMode::Create { created_ms }, changes)
+            .save_indexed(&sid, SaveMode::Create { created_ms }, changes, None)
             .await?
         {
             Saved::Stored => Ok(CookieChange::Set(sid)),

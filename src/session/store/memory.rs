@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession, epoch_ms};
+use super::{
+    BoundSession, Loaded, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
+    USER_FIELD, epoch_ms,
+};
 use crate::session::codec::{Changes, encode_session, session_size};
 use crate::session::cookie::Sid;
 
@@ -65,8 +68,45 @@ impl MemoryStore {
     }
 }
 
+/// The user index (SPEC §12) in memory: the sessions themselves, searched
+/// for their `__user`. One process holds them all, so there is nothing to
+/// keep in step and nothing to go stale.
+impl MemoryStore {
+    /// The live sessions bound to `user`, oldest first.
+    pub(super) fn bound_to(&self, user: &str) -> Vec<BoundSession> {
+        let now = epoch_ms();
+        let state = self.lock();
+        let mut bound: Vec<BoundSession> = state
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.expires_ms > now)
+            .filter(|(_, e)| e.fields.get(USER_FIELD).is_some_and(|u| u == user))
+            .map(|(sid, e)| BoundSession {
+                sid: sid.clone(),
+                created_ms: e.created_ms,
+                expires_ms: e.expires_ms,
+            })
+            .collect();
+        bound.sort_by_key(|b| (b.created_ms, b.sid.as_str().to_string()));
+        bound
+    }
+
+    /// Deletes a session if it is bound to `user`; true if it was.
+    pub(super) fn destroy_if_bound(&self, sid: &Sid, user: &str) -> bool {
+        let now = epoch_ms();
+        let mut state = self.lock();
+        let bound = state
+            .live(sid, now)
+            .is_some_and(|e| e.fields.get(USER_FIELD).is_some_and(|u| u == user));
+        if bound {
+            state.sessions.remove(sid);
+        }
+        bound
+    }
+}
+
 impl SessionStore for MemoryStore {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         let now = epoch_ms();
         let mut state = self.lock();
         let Some(entry) = state.live(sid, now) else {
@@ -77,9 +117,11 @@ impl SessionStore for MemoryStore {
             return Ok(None);
         };
         entry.expires_ms = now + ttl;
-        Ok(Some(encode_session(
-            entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )))
+        Ok(Some(Loaded {
+            json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            created_ms: entry.created_ms,
+            user: entry.fields.get(USER_FIELD).cloned(),
+        }))
     }
 
     async fn save(

@@ -7,9 +7,12 @@
 //! - `link.rs`: the connection, whatever the topology: one node, a master
 //!   found through Sentinel (`sentinel.rs`, which follows failovers), or a
 //!   Cluster;
-//! - `memory.rs`: the same semantics in this process's memory.
+//! - `memory.rs`: the same semantics in this process's memory;
+//! - `users.rs`: the per-user index of bound sessions (SPEC §12), which
+//!   lists and revokes a user's sessions on either store.
 //!
-//! Every operation touches one session, so one key, so one Cluster slot.
+//! Every operation touches one key, so one Cluster slot: a session, or one
+//! user's index.
 
 mod link;
 mod memory;
@@ -22,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::redis::users::{BoundSession, USER_FIELD, valid_user};
 use super::codec::Changes;
 use super::cookie::Sid;
 use crate::config::{StoreConfig, StoreKind};
@@ -55,10 +59,21 @@ pub fn epoch_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A session as [`SessionStore::load`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// Its `X-Session` text.
+    pub json: String,
+    /// Its creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// The user it is bound to (`__user`, SPEC §12), if any.
+    pub user: Option<String>,
+}
+
 /// A session taken out of the store (see [`SessionStore::take`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenSession {
-    /// Its fields: key and JSON text, metadata left out.
+    /// Its fields: key and JSON text, metadata left out but `__user`.
     pub fields: BTreeMap<String, String>,
     /// Its creation time, ms since the epoch.
     pub created_ms: u64,
@@ -124,9 +139,10 @@ pub enum StoreError {
 /// The operations sessiongate performs on sessions. Each is one store round
 /// trip and touches one key.
 pub trait SessionStore {
-    /// Loads a session's `X-Session` text and pushes its expiry forward;
-    /// `None` when there is no live session under this sid.
-    fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Loads a session's `X-Session` text (and its creation time and
+    /// `__user`) and pushes its expiry forward; `None` when there is no
+    /// live session under this sid.
+    fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
 
     /// Stores one response's changes atomically (see [`SaveMode`]).
     fn save(
@@ -218,7 +234,7 @@ impl Store {
 }
 
 impl SessionStore for Store {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         dispatch!(self, s => s.load(sid))
     }
 

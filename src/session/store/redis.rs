@@ -18,8 +18,15 @@ use redis::{
     ToRedisArgs, Value,
 };
 
+// The user index (SPEC §12) sits beside this file but is this module's
+// child: it runs its scripts through the same `script`/`write` (NOSCRIPT,
+// WAIT) without widening their visibility.
+#[path = "users.rs"]
+pub(super) mod users;
+
+use self::users::USER_FIELD;
 use super::link::Link;
-use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
+use super::{Loaded, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
 use crate::config::StoreConfig;
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
 use crate::session::cookie::Sid;
@@ -253,7 +260,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl SessionStore for RedisStore {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         let mut call = self.load.call(self.key(sid));
         call.arg(self.policy.idle.as_millis() as u64)
             .arg(self.policy.absolute.as_millis() as u64);
@@ -263,8 +270,14 @@ impl SessionStore for RedisStore {
         }
         // sessiongate stores printable ASCII only; anything else was written by
         // someone else and must not reach a header.
+        let (mut created_ms, mut user) = (0, None);
         for pair in Fields(&reply) {
-            let (_, value) = pair?;
+            let (field, value) = pair?;
+            match field {
+                "__created" => created_ms = value.parse().unwrap_or(0),
+                USER_FIELD => user = Some(value.to_string()),
+                _ => {}
+            }
             if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
                 tracing::error!(
                     "a stored session holds a value sessiongate did not write; ignoring it"
@@ -273,7 +286,11 @@ impl SessionStore for RedisStore {
             }
         }
         let fields = Fields(&reply).map(|pair| pair.expect("decoded once already"));
-        Ok(Some(encode_session(fields)))
+        Ok(Some(Loaded {
+            json: encode_session(fields),
+            created_ms,
+            user,
+        }))
     }
 
     async fn save(
@@ -324,7 +341,7 @@ impl SessionStore for RedisStore {
             let (field, value) = pair?;
             if field == "__created" {
                 created_ms = value.parse().ok();
-            } else if !field.starts_with(META_PREFIX) {
+            } else if field == USER_FIELD || !field.starts_with(META_PREFIX) {
                 fields.insert(field.to_string(), value.to_string());
             }
         }
