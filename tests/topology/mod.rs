@@ -125,10 +125,11 @@ impl Node {
             command.args(["--dir", &dir]);
         }
         command.args(&self.args);
+        let log = std::fs::File::create(self.dir.path("redis.log")).unwrap();
         let child = command
             .current_dir(&self.dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("redis-server could not be run");
         self.child = Some(child);
@@ -327,6 +328,8 @@ impl Cluster {
 pub struct SentinelGroup {
     pub redis: Vec<Node>,
     pub sentinels: Vec<Node>,
+    /// The sentinels' configuration files, which they rewrite.
+    configs: Vec<TempDir>,
 }
 
 impl SentinelGroup {
@@ -346,6 +349,7 @@ impl SentinelGroup {
                 .map(String::as_str)
                 == Some("up")
         }));
+        let mut configs = Vec::new();
         let sentinels = (0..3)
             .map(|i| {
                 let port = free_port();
@@ -365,14 +369,14 @@ impl SentinelGroup {
                 .unwrap();
                 let file = file.to_string_lossy().to_string();
                 let node = Node::start(&format!("sentinel{i}"), port, &[&file, "--sentinel"]);
-                // The config file's directory lives as long as the node.
-                std::mem::forget(dir);
+                configs.push(dir);
                 node
             })
             .collect::<Vec<_>>();
         let group = SentinelGroup {
             redis: vec![master, replica],
             sentinels,
+            configs,
         };
         assert!(
             wait_for(Duration::from_secs(15), || group.sentinels.iter().all(
@@ -768,9 +772,11 @@ pub fn statuses(outcomes: &[Outcome]) -> BTreeMap<u16, usize> {
     counts
 }
 
-/// Runs a command, panicking with its output if it fails.
+/// Runs a command (for at most 60 s), panicking with its output if it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(program)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
