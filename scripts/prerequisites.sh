@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh Debian machine with Rust
-# lacks: redis-server (the tests start their own, on free loopback ports),
+# lacks: redis-server and redis-cli (the tests start their own, on free
+# loopback ports), openssl and iproute2 (the topology tests),
 # and a Python virtual environment at .venv with Flask, Tornado, gunicorn and
 # PyYAML, for the end-to-end tests of examples/ and deploy/. Does nothing
 # when everything is present.
@@ -13,6 +14,11 @@ as_root() {
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The topology tests: a Cluster built with redis-cli, certificates made with
+# openssl, Redis in a network namespace set up with ip.
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
   missing+=(python3-venv)

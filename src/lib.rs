@@ -14,7 +14,8 @@
 //! - [`session::cookie`] finds and verifies the signed session cookie; a bad
 //!   one costs nothing more.
 //! - [`session::Sessions::resolve`] loads the session from the
-//!   [`session::store`] (Redis or memory) in one round trip.
+//!   [`session::store`] in one round trip: Redis (one node, Sentinel or
+//!   Cluster, through `store/link.rs`) or memory.
 //! - [`proxy::headers`] gives the backend `X-Session*` and `X-Forwarded-*`
 //!   headers; [`proxy::upstream`] picks a server round-robin and forwards it
 //!   over a keep-alive connection from [`proxy::pool`].

@@ -26,26 +26,54 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An `env:`, `file:` or inline entry, resolved: where it came from and its
+/// text (from a variable or a file, without surrounding whitespace such as
+/// a final newline; inline, as written). What is required of the text (a length, not empty) is the
+/// caller's rule.
+pub(crate) struct Resolved {
+    /// `inline`, `env:NAME` or `file:/path`, for messages.
+    pub origin: String,
+    /// The text, without surrounding whitespace.
+    pub text: String,
+    /// Set when a `file:` entry can be read by other users.
+    pub readable_by_others: bool,
+}
+
+/// Resolves an entry that may name where its text is; `what` names it in
+/// errors ("secret", "password"). The error never contains the text.
+pub(crate) fn resolve(entry: &str, what: &str) -> Result<Resolved, String> {
+    let (origin, text, readable_by_others) = if let Some(name) = entry.strip_prefix("env:") {
+        let value = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?;
+        (entry.to_string(), value.trim().to_string(), false)
+    } else if let Some(path) = entry.strip_prefix("file:") {
+        let value =
+            read_secret_file(path).map_err(|e| format!("cannot read {what} file {path}: {e}"))?;
+        (
+            entry.to_string(),
+            value.trim().to_string(),
+            readable_by_others(path),
+        )
+    } else {
+        ("inline".to_string(), entry.to_string(), false)
+    };
+    Ok(Resolved {
+        origin,
+        text,
+        readable_by_others,
+    })
+}
+
 impl Secret {
     /// Resolves one `cookie.secrets` entry: the secret itself, `env:NAME` or
     /// `file:/path` (surrounding whitespace, such as a final newline, is not
     /// part of the secret). The error never contains the secret.
     pub fn resolve(entry: &str) -> Result<Secret, String> {
-        let (origin, text, readable_by_others) = if let Some(name) = entry.strip_prefix("env:") {
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?;
-            (entry.to_string(), value.trim().to_string(), false)
-        } else if let Some(path) = entry.strip_prefix("file:") {
-            let value = read_secret_file(path)
-                .map_err(|e| format!("cannot read secret file {path}: {e}"))?;
-            (
-                entry.to_string(),
-                value.trim().to_string(),
-                readable_by_others(path),
-            )
-        } else {
-            ("inline".to_string(), entry.to_string(), false)
-        };
+        let Resolved {
+            origin,
+            text,
+            readable_by_others,
+        } = resolve(entry, "secret")?;
         if text.len() < MIN_SECRET_BYTES {
             return Err(format!(
                 "the secret from {origin} is {} bytes; at least {MIN_SECRET_BYTES} are needed \

@@ -147,35 +147,15 @@ impl Password {
     /// `env:NAME`, `file:/path`, trimmed), but with no length rule: a Redis
     /// password is whatever the server was given.
     pub fn resolve(entry: &str) -> Result<Password, String> {
-        let (origin, text) = if let Some(name) = entry.strip_prefix("env:") {
-            let value = std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?;
-            (entry.to_string(), value)
-        } else if let Some(path) = entry.strip_prefix("file:") {
-            let value = read_small_file(path)
-                .map_err(|e| format!("cannot read password file {path}: {e}"))?;
-            (entry.to_string(), value)
-        } else {
-            ("inline".to_string(), entry.to_string())
-        };
-        let text = text.trim().to_string();
-        if text.is_empty() {
-            return Err(format!("the password from {origin} is empty"));
+        let resolved = super::secrets::resolve(entry, "password")?;
+        if resolved.text.is_empty() {
+            return Err(format!("the password from {} is empty", resolved.origin));
         }
-        Ok(Password { origin, text })
+        Ok(Password {
+            origin: resolved.origin,
+            text: resolved.text,
+        })
     }
-}
-
-fn read_small_file(path: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(64 * 1024 + 1)
-        .read_to_string(&mut text)?;
-    if text.len() > 64 * 1024 {
-        return Err(std::io::Error::other("it is larger than 64 KiB"));
-    }
-    Ok(text)
 }
 
 impl<'de> Deserialize<'de> for Password {
