@@ -32,10 +32,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod session;

@@ -75,6 +75,10 @@ impl Config {
         if self.store.kind == StoreKind::Redis {
             check_redis_url(&self.store.url).map_err(|message| ("store.url", message))?;
         }
+        if let Some(admin) = &self.admin {
+            admin.check(self.server.listen)?;
+        }
+        self.log.check()?;
         Ok(())
     }
 
@@ -117,6 +121,7 @@ impl Config {
                 "cookie.secure = false: the session cookie will also travel over plain http".into(),
             );
         }
+        warnings.extend(self.admin.iter().flat_map(|admin| admin.warnings()));
         warnings
     }
 }
