@@ -2,8 +2,9 @@
 # Installs what the test suite needs and a fresh Debian machine with Rust
 # lacks: redis-server (the tests start their own, on free loopback ports),
 # and a Python virtual environment at .venv with Flask, Tornado, gunicorn and
-# PyYAML, for the end-to-end tests of examples/ and deploy/. Does nothing
-# when everything is present.
+# PyYAML, for the end-to-end tests of examples/ and deploy/, and Debian's
+# chromium, which tests/status_page.rs drives headless. Does nothing when
+# everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ as_root() {
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
   missing+=(python3-venv)
