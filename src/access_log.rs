@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -202,27 +202,42 @@ impl<B: Body + Unpin> Body for Logged<B> {
     }
 }
 
-/// The writer thread: formats and writes lines until every sender is gone,
-/// flushing whenever the queue is empty.
+/// The writer thread: formats and writes lines until every sender is gone.
+/// Lines are buffered and flushed at least every [`FLUSH_AFTER`], so that
+/// a busy log costs a write per buffer, not per line.
 fn write_lines(lines: Receiver<Entry>, out: Box<dyn Write + Send>, json: bool, query: bool) {
-    let mut out = std::io::BufWriter::new(out);
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(512);
-    while let Ok(entry) = lines.recv() {
-        let mut next = Some(entry);
-        while let Some(entry) = next {
-            line.clear();
-            match json {
-                true => format_json(&entry, query, &mut line),
-                false => format_text(&entry, query, &mut line),
+    let mut unflushed_since: Option<Instant> = None;
+    loop {
+        let entry = match lines.recv_timeout(FLUSH_AFTER) {
+            Ok(entry) => entry,
+            Err(RecvTimeoutError::Timeout) => {
+                if unflushed_since.take().is_some() && out.flush().is_err() {
+                    return;
+                }
+                continue;
             }
-            line.push('\n');
-            if out.write_all(line.as_bytes()).is_err() {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
                 return;
             }
-            next = lines.try_recv().ok();
+        };
+        line.clear();
+        match json {
+            true => format_json(&entry, query, &mut line),
+            false => format_text(&entry, query, &mut line),
         }
-        if out.flush().is_err() {
+        line.push('\n');
+        if out.write_all(line.as_bytes()).is_err() {
             return;
+        }
+        let since = *unflushed_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= FLUSH_AFTER {
+            if out.flush().is_err() {
+                return;
+            }
+            unflushed_since = None;
         }
     }
 }
@@ -230,6 +245,9 @@ fn write_lines(lines: Receiver<Entry>, out: Box<dyn Write + Send>, json: bool, q
 fn ts(entry: &Entry) -> String {
     humantime::format_rfc3339_millis(entry.ts).to_string()
 }
+
+/// How long a written line may wait in the buffer before it is flushed.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 fn path(entry: &Entry, query: bool) -> Option<&str> {
     entry.path.as_ref().map(|p| match query {
@@ -262,35 +280,59 @@ fn lossy(value: &Option<HeaderValue>) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-/// One JSON object with exactly the contract's keys, in its order.
+/// One JSON object with exactly the contract's keys, in the contract's
+/// order, written straight into `out`.
 pub fn format_json(entry: &Entry, query: bool, out: &mut String) {
-    let value = serde_json::json!({
-        "ts": ts(entry),
-        "client": entry.client.to_string(),
-        "method": entry.method.as_str(),
-        "host": lossy(&entry.host),
-        "path": path(entry, query),
-        "proto": proto(entry.proto),
-        "status": entry.status,
-        "bytes": entry.bytes,
-        "duration_ms": (entry.duration.as_secs_f64() * 1e6).round() / 1e3,
-        "pool": entry.pool,
-        "upstream": entry.upstream,
-        "session": entry.session,
-        "sid_hash": entry.sid_hash.as_ref().map(hex),
-        "user": serde_json::Value::Null,
-        "ua": lossy(&entry.ua),
-    });
-    // serde_json writes keys in insertion order only with preserve_order;
-    // write them in the contract's order by hand.
-    out.push('{');
-    for (i, key) in KEYS.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{key}\":{}", value[key]);
-    }
+    let string = |out: &mut String, value: Option<&str>| match value {
+        None => out.push_str("null"),
+        Some(value) => json_string(out, value),
+    };
+    out.push_str("{\"ts\":\"");
+    let _ = write!(out, "{}", humantime::format_rfc3339_millis(entry.ts));
+    let _ = write!(out, "\",\"client\":\"{}\",\"method\":", entry.client);
+    json_string(out, entry.method.as_str());
+    out.push_str(",\"host\":");
+    string(out, lossy(&entry.host).as_deref());
+    out.push_str(",\"path\":");
+    string(out, path(entry, query));
+    let _ = write!(
+        out,
+        ",\"proto\":\"{}\",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3},\"pool\":",
+        proto(entry.proto),
+        entry.status,
+        entry.bytes,
+        entry.duration.as_secs_f64() * 1e3
+    );
+    json_string(out, entry.pool);
+    out.push_str(",\"upstream\":");
+    string(out, entry.upstream.as_deref());
+    out.push_str(",\"session\":");
+    json_string(out, entry.session);
+    out.push_str(",\"sid_hash\":");
+    string(out, entry.sid_hash.as_ref().map(hex).as_deref());
+    out.push_str(",\"user\":null,\"ua\":");
+    string(out, lossy(&entry.ua).as_deref());
     out.push('}');
+}
+
+/// A JSON string (RFC 8259 §7): quotes, backslashes and control
+/// characters escaped.
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The contract's keys, in the order lines carry them.

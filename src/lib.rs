@@ -27,6 +27,11 @@
 //! [`timeouts`] holds every deadline and enforces them; [`error`] says where
 //! a failure came from (client, upstream, store) and maps it to a status in
 //! one place; [`demo`] is the newcomer's first run.
+//!
+//! Watching it: [`metrics`] names every metric and counts lock-free;
+//! [`access_log`] writes one line per request off the request path;
+//! [`admin`] is the separate listener with `/healthz`, `/readyz`,
+//! `/metrics` and the status page.
 //! `main.rs` is only the command line, logging and signals.
 
 #![forbid(unsafe_code)]

@@ -418,6 +418,25 @@ mod tests {
     }
 
     #[test]
+    fn a_well_formed_cookie_with_a_wrong_tag_is_a_bad_signature() {
+        let codec = codec(&[A]);
+        let other = codec_for_other_secret();
+        let value = other.sign(&Sid::generate());
+        assert_eq!(codec.check(&value), Err(Rejection::BadSignature));
+        assert_eq!(codec.check("abc.def"), Err(Rejection::Malformed));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("cookie", format!("sg_session={value}").parse().unwrap());
+        assert_eq!(
+            codec.take_from(&mut headers),
+            Presented::Rejected(Rejection::BadSignature)
+        );
+    }
+
+    fn codec_for_other_secret() -> CookieCodec {
+        codec(&[B])
+    }
+
+    #[test]
     fn a_session_cookie_with_a_value_that_is_not_utf8_is_still_taken_out() {
         // Found by fuzzing (fuzz/fuzz_targets/cookie.rs).
         let codec = codec(&[A]);
