@@ -13,8 +13,9 @@ bench/run.py's target setup):
 - metrics on + access log: the same with `[log] access = "json"` (stdout to
   /dev/null), for information.
 
-The setups take turns, round after round, in the same run; the report gives
-the median CPU time per request (utime + stime from /proc over the run,
+In every round all setups are loaded at once, each by its own wrk, so that
+the rest of the machine's load weighs on them alike; the report gives the
+median CPU time per request (utime + stime from /proc over the run,
 divided by the requests) and appends a section to bench/RESULTS.md.
 
     python3 bench/metrics.py [--rounds 7] [--seconds 8]
@@ -32,6 +33,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: the processes, wrk and /proc helpers)
+
+CONNECTIONS = 32
 
 
 def config(port, backends, work, name, redis_port, admin_port=None, access="off"):
@@ -107,13 +110,26 @@ def main():
             setups.append((name, port, proc.pid, run.login_cookie(port)))
 
         results = {name: [] for name, *_ in setups}
+        for name, port, pid, header in setups:
+            run.wrk(f"http://127.0.0.1:{port}/", 1, header)  # warm up
         for round_number in range(args.rounds):
-            for name, port, pid, header in setups:
-                url = f"http://127.0.0.1:{port}/"
-                run.wrk(url, 1, header)  # warm up
+            # Every setup is loaded at the same time, each by its own wrk,
+            # so that whatever else the machine runs weighs on all alike.
+            measured = {}
+
+            def measure(name, port, pid, header):
                 before = run.cpu_seconds([pid])
-                result = run.wrk(url, args.seconds, header)
+                result = run.wrk(f"http://127.0.0.1:{port}/", args.seconds, header, CONNECTIONS)
                 result["cpu_us"] = (run.cpu_seconds([pid]) - before) * 1e6 / result["requests"]
+                measured[name] = result
+
+            threads = [threading.Thread(target=measure, args=setup) for setup in setups]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            for name, *_ in setups:
+                result = measured[name]
                 results[name].append(result)
                 print(f"round {round_number + 1}: {name}: {result['rps']:.0f} req/s, "
                       f"cpu {result['cpu_us']:.2f} us/req, errors {result['errors']}", flush=True)
@@ -134,8 +150,8 @@ def report(args, setups, results):
         "",
         f"Written by `python3 bench/metrics.py --rounds {args.rounds} --seconds {args.seconds}` on "
         f"{time.strftime('%Y-%m-%d %H:%M')}: sessiongate with Redis, 1 worker thread, every request "
-        "with a valid session cookie, `wrk -t2 -c64`; the setups take turns in every round of the "
-        "same run; medians. CPU is the sessiongate process's utime + stime over the run ÷ requests.",
+        f"with a valid session cookie; in every round all setups at once, each under its own `wrk -t2 "
+        f"-c{CONNECTIONS}`; medians. CPU is the sessiongate process's utime + stime over the run ÷ requests.",
         "",
         "| setup | req/s | p99 ms | CPU µs/req | CPU vs metrics off |",
         "|---|---:|---:|---:|---:|",

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{AccessLogFormat, LogConfig};
 use crate::metrics::Metrics;
 
-/// Lines waiting to be written; more are dropped, and counted.
+/// Lines waiting to be written (one batch: [`FLUSH_AFTER`] of requests);
+/// more are dropped, and counted.
 const QUEUE: usize = 16 * 1024;
 
 /// The access log: the queue to its writer thread.
@@ -202,42 +203,39 @@ impl<B: Body + Unpin> Body for Logged<B> {
     }
 }
 
-/// The writer thread: formats and writes lines until every sender is gone.
-/// Lines are buffered and flushed at least every [`FLUSH_AFTER`], so that
-/// a busy log costs a write per buffer, not per line.
+/// The writer thread: every [`FLUSH_AFTER`] it takes every queued line,
+/// writes them and flushes, until every sender is gone. It never blocks on
+/// the queue, so a request's hand-off never has to wake it: a line costs
+/// the request one push, and the log one write per batch.
 fn write_lines(lines: Receiver<Entry>, out: Box<dyn Write + Send>, json: bool, query: bool) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(512);
-    let mut unflushed_since: Option<Instant> = None;
     loop {
-        let entry = match lines.recv_timeout(FLUSH_AFTER) {
-            Ok(entry) => entry,
-            Err(RecvTimeoutError::Timeout) => {
-                if unflushed_since.take().is_some() && out.flush().is_err() {
-                    return;
+        std::thread::sleep(FLUSH_AFTER);
+        let mut wrote = false;
+        let done = loop {
+            match lines.try_recv() {
+                Ok(entry) => {
+                    line.clear();
+                    match json {
+                        true => format_json(&entry, query, &mut line),
+                        false => format_text(&entry, query, &mut line),
+                    }
+                    line.push('\n');
+                    if out.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                    wrote = true;
                 }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
         };
-        line.clear();
-        match json {
-            true => format_json(&entry, query, &mut line),
-            false => format_text(&entry, query, &mut line),
-        }
-        line.push('\n');
-        if out.write_all(line.as_bytes()).is_err() {
+        if wrote && out.flush().is_err() {
             return;
         }
-        let since = *unflushed_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= FLUSH_AFTER {
-            if out.flush().is_err() {
-                return;
-            }
-            unflushed_since = None;
+        if done {
+            return;
         }
     }
 }
@@ -246,7 +244,7 @@ fn ts(entry: &Entry) -> String {
     humantime::format_rfc3339_millis(entry.ts).to_string()
 }
 
-/// How long a written line may wait in the buffer before it is flushed.
+/// How often the writer takes the queued lines and flushes them.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 fn path(entry: &Entry, query: bool) -> Option<&str> {

@@ -182,8 +182,7 @@ const PROTOCOLS: [&str; 3] = ["http1", "h2", "tunnel"];
 /// The state of every metric of one process.
 pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
-    requests: [Counter; 5],
-    request_duration: Histogram,
+    default_pool: PoolMetrics,
     store: [[Counter; 3]; 5],
     store_duration: [Histogram; 5],
     sessions: [Counter; 4],
@@ -215,14 +214,7 @@ impl Metrics {
         describe(r);
         gauge(r, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
         Metrics {
-            requests: STATUS_CLASSES.map(|class| {
-                counter(
-                    r,
-                    REQUESTS_TOTAL,
-                    &[("pool", DEFAULT_POOL), ("status", class)],
-                )
-            }),
-            request_duration: histogram(r, REQUEST_DURATION, &[("pool", DEFAULT_POOL)]),
+            default_pool: PoolMetrics::new(r, DEFAULT_POOL),
             store: StoreOp::ALL.map(|op| {
                 STORE_OUTCOMES.map(|outcome| {
                     counter(
@@ -285,11 +277,16 @@ impl Metrics {
         UpstreamMetrics { per_server }
     }
 
-    /// One request answered with `status`, its response head after `elapsed`.
+    /// One request of the default pool answered with `status`, its
+    /// response head after `elapsed`.
     pub fn request(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[class].increment(1);
-        self.request_duration.record(elapsed.as_secs_f64());
+        self.default_pool.request(status, elapsed);
+    }
+
+    /// The request counters of a pool, registered at zero (for named pools;
+    /// the default pool's are made at start).
+    pub fn pool(&self, name: &str) -> PoolMetrics {
+        PoolMetrics::new(self.recorder.as_ref(), name)
     }
 
     /// One store call and how it ended.
@@ -363,6 +360,30 @@ impl Metrics {
             .as_ref()
             .map(|r| r.handle().render())
             .unwrap_or_default()
+    }
+}
+
+/// One pool's request counters.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    requests: [Counter; 5],
+    duration: Histogram,
+}
+
+impl PoolMetrics {
+    fn new(r: Option<&PrometheusRecorder>, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            requests: STATUS_CLASSES
+                .map(|class| counter(r, REQUESTS_TOTAL, &[("pool", pool), ("status", class)])),
+            duration: histogram(r, REQUEST_DURATION, &[("pool", pool)]),
+        }
+    }
+
+    /// One request answered with `status`, its response head after `elapsed`.
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
     }
 }
 

@@ -271,6 +271,14 @@ fn the_status_page_lists_the_servers_and_shows_one_leaving_rotation_without_a_re
         "document.querySelector('#spark .line').getAttribute('d').length > 20",
     );
 
+    // For a screenshot with a longer history (docs/status.png):
+    // STATUS_PAGE_HISTORY_SECONDS=180 cargo test --test status_page
+    if let Some(seconds) = std::env::var("STATUS_PAGE_HISTORY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        std::thread::sleep(Duration::from_secs(seconds));
+    }
     let gone = b.url();
     b.stop();
     page.wait_for(
