@@ -2,31 +2,35 @@
 //! the handles the request path counts with.
 //!
 //! The crate: `metrics` with `metrics-exporter-prometheus` (its recorder
-//! only, no HTTP listener: the admin listener serves the text). Chosen over
-//! `prometheus-client` for two reasons measured against the brief:
-//! - its histograms record lock-free (each sample is pushed onto an atomic
-//!   bucket and folded into the buckets at scrape time), where
-//!   `prometheus-client`'s `Histogram::observe` takes a mutex per sample;
-//! - it writes the Prometheus text format 0.0.4, which SPEC §9 names;
-//!   `prometheus-client` writes OpenMetrics text.
+//! only, no HTTP listener: the admin listener serves the text), for the
+//! counters and gauges. Chosen over `prometheus-client` because it writes
+//! the Prometheus text format 0.0.4, which SPEC §9 names
+//! (`prometheus-client` writes OpenMetrics text), and because its handles
+//! are plain atomics, where `prometheus-client`'s `Histogram::observe`
+//! takes a mutex per sample.
+//!
+//! The two histograms are this module's own ([`Timing`]): fixed buckets,
+//! one atomic add for the bucket and one for the sum per sample. The
+//! exporter's histograms buffer every sample (an allocation per 64) until
+//! a scrape folds them in; measured per request that cost several times
+//! the counters', and a process nobody scrapes would buffer without end.
 //!
 //! The recorder is this process's own, not the crate's global one, so that
 //! two proxies in one process (the tests) never share counts. Every label
 //! set is resolved once, at start, into a handle (an `Arc` of atomics), so
-//! counting on the request path is one atomic add: no lookup, no lock. The
-//! samples a histogram buffers are folded in by [`Metrics::render`], which
-//! the admin listener calls every second; without `[admin]` metrics are off
-//! and every handle is a no-op.
+//! counting on the request path is an atomic add: no lookup, no lock.
+//! Without `[admin]` metrics are off and every handle is a no-op.
 //!
 //! Labels never carry a sid, a user, a cookie, a query string or a raw path:
 //! the only free-form label is `server`, the configured upstream URL.
 
-use std::sync::Mutex;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::error::{Kind, ProxyError};
 use crate::session::cookie::Rejection;
@@ -66,6 +70,32 @@ pub const DEFAULT_POOL: &str = "default";
 pub const BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
+];
+
+/// The same bounds, as the `le` labels write them.
+const LE: [&str; 16] = [
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "0.5", "1", "2.5", "5", "10",
+];
+
+/// The same bounds in nanoseconds, for the request path.
+const BUCKETS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
 /// The `status` label: the class of a status code.
@@ -184,7 +214,7 @@ pub struct Metrics {
     recorder: Option<PrometheusRecorder>,
     default_pool: PoolMetrics,
     store: [[Counter; 3]; 5],
-    store_duration: [Histogram; 5],
+    store_duration: [Timing; 5],
     sessions: [Counter; 4],
     cookies_rejected: [Counter; 2],
     connections: [Gauge; 3],
@@ -195,26 +225,22 @@ pub struct Metrics {
     rotation: Mutex<Vec<(String, String, Gauge)>>,
     /// When the configuration in force was loaded, ms since the epoch.
     loaded_ms: AtomicU64,
+    /// Every histogram, for [`render`](Self::render).
+    histograms: Option<Histograms>,
 }
 
 impl Metrics {
     /// Every metric, registered at zero (`enabled`), or none: every handle a
     /// no-op and [`render`](Self::render) empty.
     pub fn new(enabled: bool) -> Metrics {
-        let recorder = enabled.then(|| {
-            let mut builder = PrometheusBuilder::new();
-            for name in [REQUEST_DURATION, STORE_DURATION] {
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full(name.into()), &BUCKETS)
-                    .expect("the buckets are not empty");
-            }
-            builder.build_recorder()
-        });
+        let recorder = enabled.then(|| PrometheusBuilder::new().build_recorder());
         let r = recorder.as_ref();
+        let histograms = enabled.then(Histograms::default);
+        let h = histograms.as_ref();
         describe(r);
         gauge(r, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).set(1.0);
         Metrics {
-            default_pool: PoolMetrics::new(r, DEFAULT_POOL),
+            default_pool: PoolMetrics::new(r, h, DEFAULT_POOL),
             store: StoreOp::ALL.map(|op| {
                 STORE_OUTCOMES.map(|outcome| {
                     counter(
@@ -224,8 +250,7 @@ impl Metrics {
                     )
                 })
             }),
-            store_duration: StoreOp::ALL
-                .map(|op| histogram(r, STORE_DURATION, &[("op", op.label())])),
+            store_duration: StoreOp::ALL.map(|op| timing(h, STORE_DURATION, &[("op", op.label())])),
             sessions: SESSION_EVENTS.map(|event| counter(r, SESSIONS_TOTAL, &[("event", event)])),
             cookies_rejected: ["malformed", "bad_signature"]
                 .map(|reason| counter(r, COOKIES_REJECTED_TOTAL, &[("reason", reason)])),
@@ -238,6 +263,7 @@ impl Metrics {
             rotation: Mutex::new(Vec::new()),
             loaded_ms: AtomicU64::new(now_ms()),
             recorder,
+            histograms,
         }
     }
 
@@ -286,7 +312,7 @@ impl Metrics {
     /// The request counters of a pool, registered at zero (for named pools;
     /// the default pool's are made at start).
     pub fn pool(&self, name: &str) -> PoolMetrics {
-        PoolMetrics::new(self.recorder.as_ref(), name)
+        PoolMetrics::new(self.recorder.as_ref(), self.histograms.as_ref(), name)
     }
 
     /// One store call and how it ended.
@@ -297,7 +323,7 @@ impl Metrics {
             Err(_) => 1,
         };
         self.store[op as usize][outcome].increment(1);
-        self.store_duration[op as usize].record(elapsed.as_secs_f64());
+        self.store_duration[op as usize].record(elapsed);
     }
 
     /// A session event.
@@ -353,13 +379,17 @@ impl Metrics {
         }
     }
 
-    /// Every metric in the Prometheus text format 0.0.4; also folds the
-    /// histograms' buffered samples into their buckets.
+    /// Every metric in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
-        self.recorder
+        let mut text = self
+            .recorder
             .as_ref()
             .map(|r| r.handle().render())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(histograms) = &self.histograms {
+            histograms.render(&mut text);
+        }
+        text
     }
 }
 
@@ -367,15 +397,15 @@ impl Metrics {
 #[derive(Clone)]
 pub struct PoolMetrics {
     requests: [Counter; 5],
-    duration: Histogram,
+    duration: Timing,
 }
 
 impl PoolMetrics {
-    fn new(r: Option<&PrometheusRecorder>, pool: &str) -> PoolMetrics {
+    fn new(r: Option<&PrometheusRecorder>, h: Option<&Histograms>, pool: &str) -> PoolMetrics {
         PoolMetrics {
             requests: STATUS_CLASSES
                 .map(|class| counter(r, REQUESTS_TOTAL, &[("pool", pool), ("status", class)])),
-            duration: histogram(r, REQUEST_DURATION, &[("pool", pool)]),
+            duration: timing(h, REQUEST_DURATION, &[("pool", pool)]),
         }
     }
 
@@ -383,7 +413,7 @@ impl PoolMetrics {
     pub fn request(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].increment(1);
-        self.duration.record(elapsed.as_secs_f64());
+        self.duration.record(elapsed);
     }
 }
 
@@ -448,14 +478,91 @@ fn gauge(
     })
 }
 
-fn histogram(
-    r: Option<&PrometheusRecorder>,
+/// A histogram of durations with the fixed [`BUCKETS`]: recording is two
+/// atomic adds (the bucket, the sum); the buckets are made cumulative when
+/// rendered. A no-op when metrics are off.
+#[derive(Clone, Default)]
+pub struct Timing(Option<Arc<TimingCells>>);
+
+#[derive(Default)]
+struct TimingCells {
     name: &'static str,
-    labels: &[(&'static str, &str)],
-) -> Histogram {
-    r.map_or_else(Histogram::noop, |r| {
-        r.register_histogram(&key(name, labels), &METADATA)
-    })
+    /// `k="v",` pairs, rendered once.
+    labels: String,
+    /// Observations per bucket (not cumulative); the last one is past 10 s.
+    counts: [AtomicU64; 17],
+    sum_ns: AtomicU64,
+}
+
+impl Timing {
+    /// One observation.
+    pub fn record(&self, elapsed: Duration) {
+        if let Some(cells) = &self.0 {
+            let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            let index = BUCKETS_NS.partition_point(|&bound| bound < ns);
+            cells.counts[index].fetch_add(1, Ordering::Relaxed);
+            cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every [`Timing`] of a process, in registration order.
+#[derive(Default)]
+struct Histograms(Mutex<Vec<Arc<TimingCells>>>);
+
+impl Histograms {
+    fn render(&self, out: &mut String) {
+        let all = self.0.lock().expect("not poisoned");
+        let mut last_name = "";
+        for cells in all.iter() {
+            if cells.name != last_name {
+                let help = match cells.name {
+                    REQUEST_DURATION => "Time from a request's arrival to its response head.",
+                    _ => "Session store call time, by operation.",
+                };
+                let _ = write!(out, "# HELP {0} {help}\n# TYPE {0} histogram\n", cells.name);
+                last_name = cells.name;
+            }
+            let mut cumulative = 0;
+            for (i, count) in cells.counts.iter().enumerate() {
+                cumulative += count.load(Ordering::Relaxed);
+                let le = LE.get(i).copied().unwrap_or("+Inf");
+                let _ = writeln!(
+                    out,
+                    "{}_bucket{{{}le=\"{le}\"}} {cumulative}",
+                    cells.name, cells.labels
+                );
+            }
+            let labels = cells.labels.trim_end_matches(',');
+            let sum = cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{}_sum{{{labels}}} {sum}", cells.name);
+            let _ = writeln!(out, "{}_count{{{labels}}} {cumulative}", cells.name);
+        }
+        out.push('\n');
+    }
+}
+
+fn timing(h: Option<&Histograms>, name: &'static str, labels: &[(&'static str, &str)]) -> Timing {
+    let Some(histograms) = h else {
+        return Timing(None);
+    };
+    let cells = Arc::new(TimingCells {
+        name,
+        labels: labels.iter().fold(String::new(), |mut s, (k, v)| {
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = write!(s, "{k}=\"{v}\",");
+            s
+        }),
+        ..TimingCells::default()
+    });
+    let mut all = histograms.0.lock().expect("not poisoned");
+    // Kept grouped by name, so that each name's lines are together.
+    let at = all
+        .iter()
+        .rposition(|c| c.name == name)
+        .map_or(all.len(), |i| i + 1);
+    all.insert(at, cells.clone());
+    Timing(Some(cells))
 }
 
 /// The `# HELP` lines.
@@ -500,16 +607,6 @@ fn describe(r: Option<&PrometheusRecorder>) {
     for (name, help) in gauges {
         r.describe_gauge(name.into(), None, help.into());
     }
-    r.describe_histogram(
-        REQUEST_DURATION.into(),
-        Some(Unit::Seconds),
-        "Time from a request's arrival to its response head.".into(),
-    );
-    r.describe_histogram(
-        STORE_DURATION.into(),
-        Some(Unit::Seconds),
-        "Session store call time, by operation.".into(),
-    );
 }
 
 #[cfg(test)]
