@@ -177,7 +177,8 @@ def report(args, setups, results):
     lines += [
         "",
         f"- Target, metrics on costs at most 3 % more CPU per request: {on:.2f} µs vs {off:.2f} µs "
-        f"({(on - off) / off * 100:+.1f} %): {verdict}. Paired per round (on vs off): "
+        f"({(on - off) / off * 100:+.1f} %): {verdict}. Paired per round (on vs off, median "
+        f"{statistics.median(per_round):+.1f} %): "
         + ", ".join(f"{d:+.1f} %" for d in per_round) + ".",
         "",
     ]
