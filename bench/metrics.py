@@ -23,6 +23,7 @@ divided by the requests) and appends a section to bench/RESULTS.md.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def main():
     finally:
         stop.set()
         procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
     report(args, setups, results)
 
