@@ -11,8 +11,8 @@
 //! | `/sessions…` | needs `Authorization: Bearer <admin.token>` (constant-time compare), else 401 |
 //!
 //! Its upkeep runs beside it: a store ping every second (for `/readyz`),
-//! and a sample of the metrics every second (the page's history, which
-//! also folds the histograms' buffered samples into their buckets).
+//! and a sample of the metrics every second (the status page's history of
+//! the last ten minutes).
 
 pub mod status;
 
