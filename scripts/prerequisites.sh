@@ -3,8 +3,9 @@
 # lacks: redis-server and redis-cli (the tests start their own, on free
 # loopback ports), openssl and iproute2 (the topology tests),
 # and a Python virtual environment at .venv with Flask, Tornado, gunicorn and
-# PyYAML, for the end-to-end tests of examples/ and deploy/. Does nothing
-# when everything is present.
+# PyYAML, for the end-to-end tests of examples/ and deploy/, and Debian's
+# chromium, which tests/status_page.rs drives headless. Does nothing when
+# everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
   missing+=(python3-venv)

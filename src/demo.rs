@@ -50,7 +50,9 @@ pub async fn start(listen: SocketAddr) -> Result<Demo, StartError> {
         "[server]\nlisten = \"{listen}\"\n\
          [upstreams]\nservers = [\"http://{}\", \"http://{}\"]\n\
          [cookie]\nsecrets = [\"{}\"]\nsecure = false\n\
-         [store]\nkind = \"memory\"\n",
+         [store]\nkind = \"memory\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [log]\naccess = \"text\"\n",
         backends[0].1,
         backends[1].1,
         keygen()

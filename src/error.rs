@@ -125,6 +125,11 @@ impl ProxyError {
         self
     }
 
+    /// The upstream server involved, as configured, if any.
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> Kind {
         self.kind

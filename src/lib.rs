@@ -29,15 +29,23 @@
 //! a failure came from (client, upstream, store) and maps it to a status in
 //! one place; [`demo`] is the newcomer's first run; [`users_api`] answers
 //! the admin API's `/sessions…` (users and devices, SPEC §12).
+//!
+//! Watching it: [`metrics`] names every metric and counts lock-free;
+//! [`access_log`] writes one line per request off the request path;
+//! [`admin`] is the separate listener with `/healthz`, `/readyz`,
+//! `/metrics` and the status page.
 //! `main.rs` is only the command line, logging and signals.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod session;

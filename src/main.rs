@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use sessiongate::config::LogFormat;
 use sessiongate::{Config, Server};
 use tracing::warn;
 
@@ -16,8 +17,12 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let outcome = match cli.into_command() {
+    let command = cli.into_command();
+    // `run` sets up logging once its config says in which format.
+    if !matches!(command, Command::Run(_)) {
+        init_logging(LogFormat::Text);
+    }
+    let outcome = match command {
         Command::Run(args) => run(&args.config),
         Command::Check(args) => check(&args.config),
         Command::Keygen => {
@@ -36,16 +41,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `SESSIONGATE_LOG` (or `RUST_LOG`) filters them.
-fn init_logging() {
+/// Logs go to stderr, as text or JSON (`log.format`); `SESSIONGATE_LOG`
+/// (or `RUST_LOG`) filters them.
+fn init_logging(format: LogFormat) {
     let filter = std::env::var("SESSIONGATE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn check(path: &Path) -> Result<()> {
@@ -60,6 +70,7 @@ fn check(path: &Path) -> Result<()> {
 
 fn run(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
+    init_logging(config.log.format);
     for warning in config.warnings() {
         warn!("{warning}");
     }
@@ -77,6 +88,9 @@ fn demo(listen: std::net::SocketAddr) -> Result<()> {
         println!("sessiongate demo: open {url}");
         for (name, addr) in &demo.backends {
             println!("  backend {name} on {addr}");
+        }
+        if let Some(admin) = demo.server.admin_addr() {
+            println!("  status page: http://{admin}/status; the access log follows");
         }
         println!("  sessions in memory; press Ctrl-C to stop");
         demo.server.run(shutdown_signal()).await;

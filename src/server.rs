@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::connection::Connections;
 use crate::error::StartError;
@@ -25,6 +26,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     connections: Arc<Connections>,
     drain: Duration,
+    admin: Option<Admin>,
 }
 
 impl Server {
@@ -42,7 +44,12 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let admin = match &config.admin {
+            Some(admin) => Some(Admin::bind(admin, gateway.clone()).await?),
+            None => None,
+        };
         Ok(Server {
+            admin,
             listener,
             connections: Arc::new(Connections::new(&settings, gateway.clone())),
             gateway,
@@ -57,10 +64,19 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, closes the
     /// tunnels and waits up to the drain deadline for in-flight requests.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let stopping = CancellationToken::new();
+        let admin = self
+            .admin
+            .take()
+            .map(|a| tokio::spawn(a.run(stopping.clone())));
         let connections = TaskTracker::new();
         let health = tokio::spawn(
             self.gateway
@@ -96,6 +112,9 @@ impl Server {
         );
         stopping.cancel();
         let _ = health.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         tunnels.close().await;
         connections.close();
         if tokio::time::timeout(self.drain, connections.wait())

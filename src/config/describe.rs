@@ -58,7 +58,7 @@ impl Config {
                 },
             ),
         };
-        format!(
+        let mut text = format!(
             "listen     {listen} (HTTP/1.1 and h2c), {threads}\n\
              upstreams  {servers} (round-robin)\n\
              health     {health}; out for {fail_timeout} after {max_fails} failed requests\n\
@@ -91,6 +91,14 @@ impl Config {
             prefix = s.header_prefix,
             max = s.max_bytes,
             users = super::expose::describe(s),
-        )
+        );
+        match &self.admin {
+            Some(admin) => text.push_str(&admin.describe()),
+            None => text.push_str("admin      off"),
+        }
+        text.push('\n');
+        text.push_str(&self.log.describe());
+        text.push('\n');
+        text
     }
 }

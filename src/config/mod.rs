@@ -13,11 +13,13 @@
 //! line and the key; unknown keys are errors (`deny_unknown_fields`).
 //! Secrets never appear in an error message or in [`Config::describe`].
 
+pub mod admin;
 pub mod cookie;
 mod describe;
 pub mod duration;
 mod expose;
 mod locate;
+pub mod log;
 pub mod secrets;
 pub mod server;
 pub mod session;
@@ -31,8 +33,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::admin::AdminConfig;
 pub use self::cookie::{CookieConfig, SameSite};
 use self::locate::{key_at, line_col, span_of};
+pub use self::log::{AccessLogFormat, LogConfig, LogFormat};
 pub use self::secrets::{MIN_SECRET_BYTES, Secret};
 pub use self::server::{MIN_HEADER_BYTES, ServerConfig, TimeoutsConfig};
 pub use self::session::SessionConfig;
@@ -59,6 +63,12 @@ pub struct Config {
     /// The deadline of every network wait (the store's is `store.timeout`).
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// The admin listener: health, metrics, status; off unless present.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// The access log and the diagnostic log's format.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// RFC 9110 §5.6.2 `tchar`.

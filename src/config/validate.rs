@@ -73,6 +73,10 @@ impl Config {
             ));
         }
         self.store.check()?;
+        if let Some(admin) = &self.admin {
+            admin.check(self.server.listen)?;
+        }
+        self.log.check()?;
         Ok(())
     }
 
@@ -115,6 +119,7 @@ impl Config {
                 "cookie.secure = false: the session cookie will also travel over plain http".into(),
             );
         }
+        warnings.extend(self.admin.iter().flat_map(|admin| admin.warnings()));
         warnings
     }
 }

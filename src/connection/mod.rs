@@ -29,6 +29,7 @@ pub use self::activity::{Activity, InFlight, Tracked};
 use self::parking::{Ending, drive};
 use self::stream::H2_PREFACE;
 pub use self::stream::{ClientIo, GuardedStream};
+use crate::metrics::Protocol;
 use crate::proxy::Gateway;
 use crate::proxy::headers::Client;
 use crate::settings::Settings;
@@ -110,11 +111,13 @@ impl Connections {
             return;
         }
         if stream.unread.starts_with(H2_PREFACE) {
+            let _counted = self.gateway.metrics().open(Protocol::H2);
             let mut connection =
                 Box::pin(self.http2.serve_connection(TokioIo::new(stream), service));
             drive(connection.as_mut(), stopped.as_mut(), &peer, None).await;
             return;
         }
+        let _counted = self.gateway.metrics().open(Protocol::Http1);
         loop {
             // In a block of its own, so that nothing of hyper's connection
             // outlives it while the socket waits.

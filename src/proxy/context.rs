@@ -12,6 +12,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Version};
 
 use super::headers::{self, Client};
+use crate::config::UpstreamUrl;
 use crate::error::ProxyError;
 use crate::session::Resolved;
 use crate::session::cookie::Sid;
@@ -33,6 +34,8 @@ pub struct RequestContext {
     pub presented: Option<Sid>,
     /// The session the request runs with, once loaded.
     pub session: Option<Resolved>,
+    /// The server that answered, once one has (for the access log).
+    pub upstream: Option<UpstreamUrl>,
 }
 
 impl RequestContext {
@@ -60,6 +63,7 @@ impl RequestContext {
             upgrade: parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers),
             presented: None,
             session: None,
+            upstream: None,
         })
     }
 

@@ -27,10 +27,10 @@ pub mod upgrade;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{HOST, SET_COOKIE};
+use http::header::{HOST, SET_COOKIE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -43,18 +43,23 @@ use self::expose::Expose;
 use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
 use self::upgrade::Tunnels;
-use self::upstream::{Outbound, Upstreams};
-use crate::error::{Kind, ProxyError};
+use self::upstream::{Outbound, ServedBy, Upstreams};
+use crate::access_log::{AccessLog, Entry, Logged, sid_hash};
+use crate::error::{Kind, Origin, ProxyError};
+use crate::metrics::{DEFAULT_POOL, Metrics, Protocol};
 use crate::session::codec::UpdateError;
-use crate::session::cookie::CookieCodec;
+use crate::session::cookie::{CookieCodec, Presented};
 use crate::session::store::{Store, StoreError};
-use crate::session::{CookieChange, Instructions, Sessions};
+use crate::session::{CookieChange, Instructions, Sessions, Status};
 use crate::settings::Settings;
 use crate::timeouts::IdleBody;
 
 /// A response body: the upstream's, streamed under the idle deadline, or one
 /// sessiongate wrote.
 pub type ProxyBody = Either<IdleBody<PooledBody>, Full<Bytes>>;
+
+/// A response body as the connection sends it: logged when it ends.
+pub type LoggedBody = Logged<ProxyBody>;
 
 /// A short body of sessiongate's own.
 pub fn own_body(text: &'static str) -> ProxyBody {
@@ -71,12 +76,15 @@ pub struct Gateway {
     tunnels: Tunnels,
     retry_after: HeaderValue,
     body_idle: Duration,
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
 }
 
 impl Gateway {
     /// Builds the pipeline: cookie codec, store, header names, upstream pool.
     pub fn new(settings: &Settings) -> Result<Gateway, StoreError> {
         let config = &settings.config;
+        let metrics = Arc::new(Metrics::new(config.admin.is_some()));
         let store = Store::open(&config.store, settings.policy, settings.timeouts.store)?;
         let sessions = Sessions::new(
             CookieCodec::new(&config.cookie),
@@ -84,16 +92,32 @@ impl Gateway {
             settings.policy,
             config.store.on_error,
         )
-        .max_per_user(config.session.max_per_user);
+        .max_per_user(config.session.max_per_user)
+        .with_metrics(metrics.clone());
+        let servers: Vec<String> = config
+            .upstreams
+            .servers
+            .iter()
+            .map(|s| s.url.to_string())
+            .collect();
+        let upstreams = Upstreams::new(&config.upstreams, &settings.timeouts)
+            .with_metrics(metrics.upstreams(DEFAULT_POOL, &servers));
         Ok(Gateway {
             sessions,
             names: SessionHeaders::new(&config.session.header_prefix),
             expose: Expose::new(&config.session.expose),
-            upstreams: Arc::new(Upstreams::new(&config.upstreams, &settings.timeouts)),
+            upstreams: Arc::new(upstreams),
             tunnels: Tunnels::default(),
             retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
             body_idle: settings.timeouts.body_idle,
+            access_log: AccessLog::start(&config.log, metrics.clone()),
+            metrics,
         })
+    }
+
+    /// The metrics (to serve them, and for the connections to count themselves).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The upstream pool (to run its health checks).
@@ -112,35 +136,89 @@ impl Gateway {
     }
 
     /// Proxies one request; every failure becomes a short error response.
+    /// Counted in the metrics once its response head is ready; logged once
+    /// its body has been sent.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: &Arc<Client>,
-    ) -> Response<ProxyBody> {
-        match self.proxy(request, client).await {
+    ) -> Response<LoggedBody> {
+        let started = Instant::now();
+        let entry = self.access_log.as_ref().map(|_| Entry {
+            ts: SystemTime::now(),
+            client: client.addr.ip(),
+            method: request.method().clone(),
+            host: None,
+            path: request.uri().path_and_query().cloned(),
+            proto: request.version(),
+            status: 0,
+            bytes: 0,
+            duration: Duration::ZERO,
+            pool: DEFAULT_POOL,
+            upstream: None,
+            session: "none",
+            sid_hash: None,
+            user: None,
+            ua: request.headers().get(USER_AGENT).cloned(),
+        });
+        let mut context = None;
+        let mut failed_server = None;
+        let mut store_failed = false;
+        let response = match self.proxy(request, client, &mut context).await {
             Ok(response) => response,
             Err(error) => {
                 warn!(origin = %error.origin(), client = %client.addr, %error, "request failed");
+                failed_server = error.server().map(str::to_string);
+                store_failed = error.origin() == Origin::Store;
                 error.to_response(&self.retry_after)
             }
+        };
+        self.metrics
+            .request(response.status().as_u16(), started.elapsed());
+        let (Some(log), Some(mut entry)) = (&self.access_log, entry) else {
+            return response.map(Logged::plain);
+        };
+        entry.status = response.status().as_u16();
+        entry.upstream = failed_server;
+        if store_failed {
+            entry.session = "unavailable";
         }
+        if let Some(context) = context {
+            entry.host = context.host;
+            if let Some(served_by) = context.upstream {
+                entry.upstream = Some(served_by.to_string());
+            }
+            if let Some(session) = &context.session {
+                entry.session = match session.status {
+                    Status::New => "new",
+                    Status::Active => "active",
+                    Status::Unavailable => "unavailable",
+                };
+                if session.status != Status::New {
+                    entry.sid_hash = Some(sid_hash(session.sid.as_str()));
+                }
+                entry.user.clone_from(&session.user);
+            }
+        }
+        response.map(|body| Logged::new(body, log.clone(), entry, started))
     }
 
     async fn proxy(
         &self,
         request: Request<Incoming>,
         client: &Arc<Client>,
+        slot: &mut Option<RequestContext>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let mut context = RequestContext::admit(&parts, client.clone())?;
+        let context = slot.insert(RequestContext::admit(&parts, client.clone())?);
         // What hyper::upgrade::on takes from a request, taken from its parts.
         let client_upgrade = match context.upgrade {
             true => parts.extensions.remove::<OnUpgrade>(),
             false => None,
         };
-        self.request_filter(&mut parts.headers, &mut context);
+        self.request_filter(&mut parts.headers, context);
         context.session = Some(self.sessions.resolve(context.presented.take()).await?);
-        self.upstream_request(&mut parts.headers, &context);
+        self.upstream_request(&mut parts.headers, context);
         // Only an idempotent request without a body may be sent a second
         // time after a failure; only then is a copy of its headers kept.
         let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
@@ -153,6 +231,7 @@ impl Gateway {
             replay: replay.as_ref(),
         };
         let mut response = self.upstreams.forward(outbound).await?;
+        context.upstream = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
             (false, _) => None,
@@ -167,7 +246,8 @@ impl Gateway {
             .await?;
         self.finish(&mut parts.headers, cookie);
         if let Some((client_side, upstream_side)) = tunnel {
-            self.tunnels.open(client_side, upstream_side);
+            let counted = self.metrics.open(Protocol::Tunnel);
+            self.tunnels.open(client_side, upstream_side, counted);
         }
         debug!(status = %parts.status, session = ?context.session().status, "proxied");
         Ok(Response::from_parts(
@@ -182,7 +262,11 @@ impl Gateway {
     pub fn request_filter(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         self.names.strip(headers);
         self.expose.strip(headers);
-        context.presented = self.sessions.cookie.take_from(headers).sid();
+        let presented = self.sessions.cookie.take_from(headers);
+        if let Presented::Rejected(why) = presented {
+            self.metrics.cookie_rejected(why);
+        }
+        context.presented = presented.sid();
     }
 
     /// Phase 4: the headers the backend receives.

@@ -21,10 +21,12 @@ pub struct Tunnels {
 impl Tunnels {
     /// Joins the client's and the backend's upgraded connections once both
     /// sides have switched, and copies bytes between them until either side
-    /// closes or [`close`](Self::close) is called.
-    pub fn open(&self, client: OnUpgrade, upstream: OnUpgrade) {
+    /// closes or [`close`](Self::close) is called. `counted` (the metrics'
+    /// tunnel count) is dropped when the tunnel closes.
+    pub fn open(&self, client: OnUpgrade, upstream: OnUpgrade, counted: impl Send + 'static) {
         let closing = self.closing.clone();
         self.tracker.spawn(async move {
+            let _counted = counted;
             let (client, upstream) = match tokio::try_join!(client, upstream) {
                 Ok(both) => both,
                 Err(error) => {

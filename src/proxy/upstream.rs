@@ -26,6 +26,7 @@ use super::body::RequestBody;
 use super::pool::{Pool, PooledBody, Sent};
 use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
 use crate::error::{Kind, ProxyError};
+use crate::metrics::{UpstreamMetrics, UpstreamOutcome};
 use crate::timeouts::{Timeouts, within};
 
 /// How often idle pooled connections are swept without health checks.
@@ -42,7 +43,23 @@ pub struct Upstreams {
     response_timeout: Duration,
     health: Option<HealthConfig>,
     origin: Instant,
+    metrics: UpstreamMetrics,
 }
+
+/// Where a server stands, for the admin listener ([`Upstreams::rotation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Requests go to it.
+    InRotation,
+    /// Out for `fail_timeout` after `max_fails` failed requests.
+    Ejected,
+    /// Out until its health checks pass again.
+    FailingHealthChecks,
+}
+
+/// The server that answered a request, in its response's extensions.
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub UpstreamUrl);
 
 /// One server of the pool, and what is known of its health.
 struct Peer {
@@ -106,7 +123,32 @@ impl Upstreams {
             response_timeout: timeouts.upstream_response,
             health: config.health.clone(),
             origin: Instant::now(),
+            metrics: UpstreamMetrics::default(),
         }
+    }
+
+    /// Counts every attempt in `metrics` (made for these servers, in order).
+    pub fn with_metrics(mut self, metrics: UpstreamMetrics) -> Upstreams {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Each server, as configured, and where it stands now.
+    pub fn rotation(&self) -> Vec<(String, Rotation)> {
+        let now = self.elapsed_ms();
+        self.servers
+            .iter()
+            .map(|server| {
+                let state = if server.checked_down.load(Ordering::Relaxed) {
+                    Rotation::FailingHealthChecks
+                } else if server.ejected_until.load(Ordering::Relaxed) > now {
+                    Rotation::Ejected
+                } else {
+                    Rotation::InRotation
+                };
+                (server.url.to_string(), state)
+            })
+            .collect()
     }
 
     /// Milliseconds since the pool was made: the clock of `ejected_until`.
@@ -215,8 +257,12 @@ impl Upstreams {
             let request = build_request(&method, &path, request_headers, body);
             body = RequestBody::empty();
             let failure = match server.pool.send(request, self.response_timeout).await {
-                Sent::Response(response) => {
+                Sent::Response(mut response) => {
                     self.succeeded(index);
+                    self.metrics.attempt(index, UpstreamOutcome::Ok);
+                    response
+                        .extensions_mut()
+                        .insert(ServedBy(server.url.clone()));
                     return Ok(response);
                 }
                 Sent::Unsent(request, error) => {
@@ -227,6 +273,9 @@ impl Upstreams {
                 Sent::Failed(error) => ProxyError::exchange(&server.url, error),
                 Sent::TimedOut(elapsed) => ProxyError::upstream_timeout(&server.url, elapsed),
             };
+            if let Some(outcome) = UpstreamOutcome::of_failure(&failure, headers.is_some()) {
+                self.metrics.attempt(index, outcome);
+            }
             if !failure.counts_against_upstream() {
                 return Err(failure);
             }

@@ -121,14 +121,19 @@ impl CookieCodec {
 
     /// The sid of a cookie value whose tag verifies under any secret.
     pub fn verify(&self, value: &str) -> Option<Sid> {
-        let (sid_text, tag_text) = value.split_once('.')?;
+        self.check(value).ok()
+    }
+
+    /// As [`verify`](Self::verify), saying why a value is refused.
+    pub fn check(&self, value: &str) -> Result<Sid, Rejection> {
+        let (sid_text, tag_text) = value.split_once('.').ok_or(Rejection::Malformed)?;
         if sid_text.len() != SID_LEN || tag_text.len() != TAG_LEN {
-            return None;
+            return Err(Rejection::Malformed);
         }
-        let sid = Sid::parse(sid_text)?;
+        let sid = Sid::parse(sid_text).ok_or(Rejection::Malformed)?;
         let mut tag = [0u8; 33];
-        if URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag).ok()? != 32 {
-            return None;
+        if URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag).ok() != Some(32) {
+            return Err(Rejection::Malformed);
         }
         let verifies = |key: &HmacSha256| {
             let mut mac = key.clone();
@@ -140,7 +145,7 @@ impl CookieCodec {
             .keys
             .iter()
             .fold(false, |found, key| verifies(key) | found);
-        matched.then_some(sid)
+        matched.then_some(sid).ok_or(Rejection::BadSignature)
     }
 
     /// The `Set-Cookie` value that gives the client this session.
@@ -199,7 +204,9 @@ impl CookieCodec {
                     let value = std::str::from_utf8(piece)
                         .ok()
                         .and_then(|p| Cookie::parse(p).ok());
-                    presented = presented.and(value.and_then(|c| self.verify(c.value())));
+                    let checked =
+                        value.map_or(Err(Rejection::Malformed), |c| self.check(c.value()));
+                    presented = presented.and(checked);
                 } else if !piece.is_empty() {
                     others.push(piece);
                 }
@@ -232,14 +239,27 @@ pub enum Presented {
     Valid(Sid),
     /// Verified cookies that disagree: no session is used.
     Conflicting,
+    /// Session cookies were sent and none verified: no session, and the
+    /// (first) reason, for the metrics.
+    Rejected(Rejection),
+}
+
+/// Why a session cookie was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not `<sid>.<tag>` with a well-formed sid and tag.
+    Malformed,
+    /// Well-formed, but the tag verifies under no secret.
+    BadSignature,
 }
 
 impl Presented {
-    fn and(self, verified: Option<Sid>) -> Presented {
-        match (self, verified) {
-            (state, None) => state,
-            (Presented::None, Some(sid)) => Presented::Valid(sid),
-            (Presented::Valid(a), Some(b)) if a == b => Presented::Valid(a),
+    fn and(self, checked: Result<Sid, Rejection>) -> Presented {
+        match (self, checked) {
+            (Presented::None, Err(why)) => Presented::Rejected(why),
+            (state, Err(_)) => state,
+            (Presented::None | Presented::Rejected(_), Ok(sid)) => Presented::Valid(sid),
+            (Presented::Valid(a), Ok(b)) if a == b => Presented::Valid(a),
             _ => Presented::Conflicting,
         }
     }
@@ -248,7 +268,7 @@ impl Presented {
     pub fn sid(self) -> Option<Sid> {
         match self {
             Presented::Valid(sid) => Some(sid),
-            Presented::None | Presented::Conflicting => None,
+            Presented::None | Presented::Conflicting | Presented::Rejected(_) => None,
         }
     }
 }
@@ -390,8 +410,30 @@ mod tests {
         let codec = codec(&[A]);
         let mut headers = http::HeaderMap::new();
         headers.insert("cookie", "sg_session=garbage; a=b".parse().unwrap());
-        assert_eq!(codec.take_from(&mut headers), Presented::None);
+        assert_eq!(
+            codec.take_from(&mut headers),
+            Presented::Rejected(Rejection::Malformed)
+        );
         assert_eq!(headers.get("cookie").unwrap(), "a=b");
+    }
+
+    #[test]
+    fn a_well_formed_cookie_with_a_wrong_tag_is_a_bad_signature() {
+        let codec = codec(&[A]);
+        let other = codec_for_other_secret();
+        let value = other.sign(&Sid::generate());
+        assert_eq!(codec.check(&value), Err(Rejection::BadSignature));
+        assert_eq!(codec.check("abc.def"), Err(Rejection::Malformed));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("cookie", format!("sg_session={value}").parse().unwrap());
+        assert_eq!(
+            codec.take_from(&mut headers),
+            Presented::Rejected(Rejection::BadSignature)
+        );
+    }
+
+    fn codec_for_other_secret() -> CookieCodec {
+        codec(&[B])
     }
 
     #[test]
@@ -401,7 +443,10 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         let field = b"sg_session=i\x92on=sg_session=; sg_session=x; other=\xe9";
         headers.insert("cookie", HeaderValue::from_bytes(field).unwrap());
-        assert_eq!(codec.take_from(&mut headers), Presented::None);
+        assert_eq!(
+            codec.take_from(&mut headers),
+            Presented::Rejected(Rejection::Malformed)
+        );
         assert_eq!(headers["cookie"].as_bytes(), b"other=\xe9");
     }
 

@@ -13,6 +13,8 @@ pub mod store;
 mod users;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -22,6 +24,7 @@ use self::codec::{Changes, UpdateError, session_size};
 use self::cookie::{CookieCodec, Sid};
 use self::store::{SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
 use crate::config::OnError;
+use crate::metrics::{Metrics, SessionEvent, StoreOp};
 
 /// What the backend is told about the session (`X-Session-Status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,7 @@ pub struct Sessions {
     on_error: OnError,
     /// `session.max_per_user` (0: no limit).
     max_per_user: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
@@ -169,6 +173,7 @@ impl Sessions {
             policy,
             on_error,
             max_per_user: 0,
+            metrics: Arc::new(Metrics::new(false)),
         }
     }
 
@@ -178,6 +183,24 @@ impl Sessions {
             max_per_user: max,
             ..self
         }
+    }
+
+    /// Counts store calls and session events in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Sessions {
+        self.metrics = metrics;
+        self
+    }
+
+    /// One store call, timed and counted.
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.metrics.store_call(op, started.elapsed(), &result);
+        result
     }
 
     /// The store (to check it at start).
@@ -192,7 +215,7 @@ impl Sessions {
         let Some(sid) = presented else {
             return Ok(Resolved::without_session(Sid::generate(), Status::New));
         };
-        match self.store.load(&sid).await {
+        match self.timed(StoreOp::Load, self.store.load(&sid)).await {
             Ok(Some(loaded)) => Ok(Resolved {
                 sid,
                 status: Status::Active,
@@ -223,6 +246,7 @@ impl Sessions {
             Ok(instructions) => instructions,
             Err(error) => {
                 warn!(%error, "session update rejected; nothing applied");
+                self.metrics.session(SessionEvent::UpdateRejected);
                 return Ok(CookieChange::Keep);
             }
         };
@@ -257,7 +281,9 @@ impl Sessions {
         match action {
             Some(Action::Destroy) => {
                 if active {
-                    self.store.destroy(&session.sid).await?;
+                    self.timed(StoreOp::Destroy, self.store.destroy(&session.sid))
+                        .await?;
+                    self.metrics.session(SessionEvent::Destroyed);
                 }
                 Ok(CookieChange::Expire)
             }
@@ -265,18 +291,20 @@ impl Sessions {
             // A rotated session never keeps a sid that the backend has seen.
             Some(Action::Rotate) => self.create(Sid::generate(), &changes).await,
             None if active => {
-                match self
-                    .save_indexed(&session.sid, SaveMode::Update, &changes, session.created_ms)
-                    .await?
-                {
+                let save =
+                    self.save_indexed(&session.sid, SaveMode::Update, &changes, session.created_ms);
+                match self.timed(StoreOp::Save, save).await? {
                     Saved::Stored => {}
                     Saved::Gone => {
                         warn!("session ended before its update was stored; update dropped")
                     }
-                    Saved::TooLarge { size } => warn!(
-                        error = %UpdateError::TooLarge { size, max: self.policy.max_bytes },
-                        "session update rejected; nothing applied"
-                    ),
+                    Saved::TooLarge { size } => {
+                        warn!(
+                            error = %UpdateError::TooLarge { size, max: self.policy.max_bytes },
+                            "session update rejected; nothing applied"
+                        );
+                        self.metrics.session(SessionEvent::UpdateRejected);
+                    }
                     Saved::Exists => {
                         return Err(StoreError::Protocol("update answered exists".into()));
                     }
@@ -296,6 +324,7 @@ impl Sessions {
         changes.apply_to(&mut fields);
         if let Err(error) = self.check_size(&fields) {
             warn!(%error, "session update rejected; nothing applied");
+            self.metrics.session(SessionEvent::UpdateRejected);
             return Ok(CookieChange::Keep);
         }
         self.store_new(sid, changes, None).await
@@ -305,7 +334,7 @@ impl Sessions {
     /// store first (dead from then on), then its data, with this response's
     /// changes, is stored under the new sid with its original creation time.
     async fn rotate(&self, old: &Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
-        let Some(taken) = self.store.take(old).await? else {
+        let Some(taken) = self.timed(StoreOp::Rotate, self.store.take(old)).await? else {
             // The session ended meanwhile: only this response's changes remain.
             return self.create(Sid::generate(), changes).await;
         };
@@ -313,6 +342,7 @@ impl Sessions {
         changes.apply_to(&mut fields);
         if let Err(error) = self.check_size(&fields) {
             warn!(%error, "session update rejected; the session is rotated without it");
+            self.metrics.session(SessionEvent::UpdateRejected);
             fields = taken.fields;
         }
         self.store_new(
@@ -329,11 +359,15 @@ impl Sessions {
         changes: &Changes,
         created_ms: Option<u64>,
     ) -> Result<CookieChange, StoreError> {
-        match self
-            .save_indexed(&sid, SaveMode::Create { created_ms }, changes, None)
-            .await?
-        {
-            Saved::Stored => Ok(CookieChange::Set(sid)),
+        let save = self.save_indexed(&sid, SaveMode::Create { created_ms }, changes, None);
+        match self.timed(StoreOp::Save, save).await? {
+            Saved::Stored => {
+                self.metrics.session(match created_ms {
+                    None => SessionEvent::Created,
+                    Some(_) => SessionEvent::Rotated,
+                });
+                Ok(CookieChange::Set(sid))
+            }
             // A rotated session already past its absolute deadline.
             Saved::Gone => Ok(CookieChange::Expire),
             Saved::Exists => Err(StoreError::Protocol("a fresh sid already exists".into())),
