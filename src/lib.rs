@@ -37,10 +37,13 @@ pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod proxy;
+pub mod redirect;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod settings;
 pub mod timeouts;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

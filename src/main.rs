@@ -50,6 +50,7 @@ fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     println!("{}: OK", path.display());
     print!("{}", config.describe());
+    print!("{}", config.describe_edge());
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
@@ -63,6 +64,12 @@ fn run(path: &Path) -> Result<()> {
     }
     runtime(config.server.worker_threads)?.block_on(async {
         let server = Server::bind(&config).await?;
+        #[cfg(unix)]
+        {
+            let reloader =
+                sessiongate::reload::Reloader::new(server.live().clone(), path.to_path_buf());
+            tokio::spawn(reloader.on_sighup());
+        }
         server.run(shutdown_signal()).await;
         Ok(())
     })

@@ -22,6 +22,7 @@ pub mod body;
 pub mod context;
 pub mod headers;
 pub mod pool;
+pub mod routes;
 pub mod upgrade;
 pub mod upstream;
 
@@ -34,12 +35,14 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::body::RequestBody;
 pub use self::context::RequestContext;
 use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
+use self::routes::Routes;
 use self::upgrade::Tunnels;
 use self::upstream::{Outbound, Upstreams};
 use crate::error::{Kind, ProxyError};
@@ -59,40 +62,121 @@ pub fn own_body(text: &'static str) -> ProxyBody {
     Either::Right(Full::new(Bytes::from_static(text.as_bytes())))
 }
 
-/// Everything a request needs, built once from the settings.
+/// Everything a request needs, built once from the settings; a reload
+/// builds a new one and swaps it whole.
 pub struct Gateway {
     sessions: Sessions,
     names: SessionHeaders,
-    upstreams: Arc<Upstreams>,
+    /// The pools, the default one (`[upstreams]`) first.
+    pools: Vec<Arc<Upstreams>>,
+    routes: Routes,
     tunnels: Tunnels,
     retry_after: HeaderValue,
     body_idle: Duration,
+    /// Stops this gateway's upkeep (idle sweeps, health checks) once a
+    /// reload has replaced it.
+    upkeep: CancellationToken,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A pool's https client could not be made (its CA file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Gateway {
-    /// Builds the pipeline: cookie codec, store, header names, upstream pool.
+    /// Builds the pipeline: cookie codec, store, header names, pools, routes.
     pub fn new(settings: &Settings) -> Result<Gateway, StoreError> {
-        let config = &settings.config;
-        let store = Store::open(&config.store, settings.policy, settings.timeouts.store)?;
-        let sessions = Sessions::new(
-            CookieCodec::new(&config.cookie),
-            store,
-            settings.policy,
-            config.store.on_error,
-        );
-        Ok(Gateway {
-            sessions,
-            names: SessionHeaders::new(&config.session.header_prefix),
-            upstreams: Arc::new(Upstreams::new(&config.upstreams, &settings.timeouts)),
-            tunnels: Tunnels::default(),
-            retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
-            body_idle: settings.timeouts.body_idle,
+        Gateway::build(settings, None).map_err(|error| match error {
+            BuildError::Store(error) => error,
+            BuildError::Tls(message) => StoreError::Protocol(message),
         })
     }
 
-    /// The upstream pool (to run its health checks).
+    /// Builds the pipeline for `settings`; after a reload, `previous` is
+    /// the gateway in force: its store (sessions, and the Redis connection)
+    /// and its open tunnels are kept, and so is the connection pool of
+    /// every upstream server whose URL did not change.
+    pub fn build(settings: &Settings, previous: Option<&Gateway>) -> Result<Gateway, BuildError> {
+        let config = &settings.config;
+        let cookie = CookieCodec::new(&config.cookie);
+        let sessions = match previous {
+            Some(previous) => previous
+                .sessions
+                .with_cookie(cookie, config.cookie.persistent),
+            None => Sessions::new(
+                cookie,
+                Store::open(&config.store, settings.policy, settings.timeouts.store)?,
+                settings.policy,
+                config.store.on_error,
+            )
+            .persistent(config.cookie.persistent),
+        };
+        let keep = previous.map_or(&[][..], |p| &p.pools[..]);
+        let mut pools = vec![Arc::new(
+            Upstreams::build("default", &config.upstreams, None, &settings.timeouts, keep)
+                .map_err(BuildError::Tls)?,
+        )];
+        for (name, pool) in &config.upstreams.pools {
+            let inherited = config.upstreams.tls.as_ref();
+            pools.push(Arc::new(
+                Upstreams::build(name, pool, inherited, &settings.timeouts, keep)
+                    .map_err(BuildError::Tls)?,
+            ));
+        }
+        let names: Vec<Arc<str>> = pools.iter().map(|p| p.name().clone()).collect();
+        Ok(Gateway {
+            sessions,
+            names: SessionHeaders::new(&config.session.header_prefix),
+            routes: Routes::new(&config.routes, &names),
+            pools,
+            tunnels: previous.map_or_else(Tunnels::default, |p| p.tunnels.clone()),
+            retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
+            body_idle: settings.timeouts.body_idle,
+            upkeep: CancellationToken::new(),
+        })
+    }
+
+    /// The default pool.
     pub fn upstreams(&self) -> &Arc<Upstreams> {
-        &self.upstreams
+        &self.pools[0]
+    }
+
+    /// Every pool, the default one first.
+    pub fn pools(&self) -> &[Arc<Upstreams>] {
+        &self.pools
+    }
+
+    /// Runs every pool's upkeep (idle sweeps, health checks) until `stop`
+    /// or until this gateway is [`retired`](Self::retire).
+    pub fn spawn_upkeep(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let (upkeep, stop) = (self.upkeep.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => upkeep.cancel(),
+                () = upkeep.cancelled() => {}
+            }
+        });
+        self.pools
+            .iter()
+            .map(|pool| tokio::spawn(pool.clone().check_health(self.upkeep.clone())))
+            .collect()
+    }
+
+    /// Stops this gateway's upkeep: a reload has replaced it (its requests
+    /// in flight still finish).
+    pub fn retire(&self) {
+        self.upkeep.cancel();
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// The open tunnels (to close them at shutdown).
@@ -126,14 +210,16 @@ impl Gateway {
         client: &Arc<Client>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let mut context = RequestContext::admit(&parts, client.clone())?;
+        let mut context = RequestContext::admit(&parts, client.clone(), &self.routes)?;
         // What hyper::upgrade::on takes from a request, taken from its parts.
         let client_upgrade = match context.upgrade {
             true => parts.extensions.remove::<OnUpgrade>(),
             false => None,
         };
         self.request_filter(&mut parts.headers, &mut context);
-        context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        if context.route.sessions {
+            context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        }
         self.upstream_request(&mut parts.headers, &context);
         // Only an idempotent request without a body may be sent a second
         // time after a failure; only then is a copy of its headers kept.
@@ -146,7 +232,7 @@ impl Gateway {
             body: RequestBody::new(body, self.body_idle),
             replay: replay.as_ref(),
         };
-        let mut response = self.upstreams.forward(outbound).await?;
+        let mut response = self.pools[context.route.pool].forward(outbound).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
             (false, _) => None,
@@ -155,15 +241,14 @@ impl Gateway {
         };
         let (mut parts, body) = response.into_parts();
         let instructions = self.response_filter(&mut parts.headers, switching);
-        let cookie = self
-            .sessions
-            .commit(context.session(), instructions)
-            .await?;
-        self.finish(&mut parts.headers, cookie);
+        if let Some(session) = &context.session {
+            let cookie = self.sessions.commit(session, instructions).await?;
+            self.finish(&mut parts.headers, cookie);
+        }
         if let Some((client_side, upstream_side)) = tunnel {
             self.tunnels.open(client_side, upstream_side);
         }
-        debug!(status = %parts.status, session = ?context.session().status, "proxied");
+        debug!(status = %parts.status, session = ?context.session.as_ref().map(|s| s.status), pool = context.pool_name(), "proxied");
         Ok(Response::from_parts(
             parts,
             Either::Left(IdleBody::new(body, self.body_idle)),
@@ -173,9 +258,14 @@ impl Gateway {
     /// Phase 2: no client header with the session prefix survives, and the
     /// session cookie leaves the `Cookie` header; its sid, if verified,
     /// goes into the context.
+    /// On a route without sessions the cookie is removed unread.
     pub fn request_filter(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         self.names.strip(headers);
-        context.presented = self.sessions.cookie.take_from(headers).sid();
+        if context.route.sessions {
+            context.presented = self.sessions.cookie.take_from(headers).sid();
+        } else {
+            self.sessions.cookie.remove_from(headers);
+        }
     }
 
     /// Phase 4: the headers the backend receives.
@@ -187,7 +277,10 @@ impl Gateway {
             // HTTP/1.0 without Host: the forward phase names each server.
             None => headers.remove(HOST),
         };
-        let session = context.session();
+        // A route without sessions sends no session header at all.
+        let Some(session) = &context.session else {
+            return;
+        };
         let names = &self.names;
         let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
         headers.insert(names.id.clone(), sid);
@@ -228,6 +321,14 @@ impl Gateway {
             CookieChange::Keep => {}
             CookieChange::Set(sid) => {
                 headers.append(SET_COOKIE, codec.set_cookie(&sid));
+            }
+            CookieChange::Persist { sid, expires_ms } => {
+                let left = expires_ms.saturating_sub(crate::session::store::now_ms()) / 1000;
+                let value = match left {
+                    0 => codec.expire_cookie(),
+                    secs => codec.persistent_cookie(&sid, secs),
+                };
+                headers.append(SET_COOKIE, value);
             }
             CookieChange::Expire => {
                 headers.append(SET_COOKIE, codec.expire_cookie());
@@ -271,7 +372,7 @@ mod tests {
 
     fn context(parts: &Parts) -> RequestContext {
         let client = Arc::new(Client::new("192.0.2.7:5000".parse().unwrap(), false));
-        RequestContext::admit(parts, client).unwrap()
+        RequestContext::admit(parts, client, &Routes::default()).unwrap()
     }
 
     #[test]
@@ -323,6 +424,8 @@ mod tests {
             sid: sid.clone(),
             status: Status::Active,
             json: Bytes::from_static(b"{\"user\":\"ada\"}"),
+            created_ms: None,
+            persist: false,
         });
         gateway.upstream_request(&mut parts.headers, &context);
         let h = &parts.headers;

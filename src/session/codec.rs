@@ -96,6 +96,13 @@ pub fn session_size<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) ->
 pub struct Changes(BTreeMap<String, Option<String>>);
 
 impl Changes {
+    /// Sets `key` to the JSON text `text`: for sessiongate's own `__`
+    /// metadata (a backend's updates never name such a key).
+    pub fn set_meta(&mut self, key: &str, text: &str) {
+        debug_assert!(key.starts_with(META_PREFIX));
+        self.0.insert(key.to_string(), Some(text.to_string()));
+    }
+
     /// No change at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

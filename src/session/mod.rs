@@ -10,6 +10,7 @@ pub mod cookie;
 pub mod store;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -17,7 +18,7 @@ use tracing::warn;
 
 use self::codec::{Changes, UpdateError, session_size};
 use self::cookie::{CookieCodec, Sid};
-use self::store::{SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
+use self::store::{PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
 use crate::config::OnError;
 
 /// What the backend is told about the session (`X-Session-Status`).
@@ -51,6 +52,10 @@ pub struct Resolved {
     pub status: Status,
     /// The `X-Session` text: compact ASCII JSON.
     pub json: Bytes,
+    /// A stored session's creation time, ms since the epoch.
+    pub created_ms: Option<u64>,
+    /// A stored session whose cookie is persistent (`__persist`).
+    pub persist: bool,
 }
 
 impl Resolved {
@@ -59,6 +64,8 @@ impl Resolved {
             sid,
             status,
             json: Bytes::from_static(b"{}"),
+            created_ms: None,
+            persist: false,
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Instructions {
     pub changes: Changes,
     /// The `X-Session-Action`, if any (`destroy` wins over `rotate`).
     pub action: Option<Action>,
+    /// `X-Session-Action: persist`: the cookie becomes persistent.
+    pub persist: bool,
 }
 
 impl Instructions {
@@ -88,21 +97,29 @@ impl Instructions {
         actions: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Instructions, UpdateError> {
         let changes = codec::parse_updates(updates)?;
-        let mut action = None;
+        let (mut action, mut persist) = (None, false);
+        // Several actions may share a header, comma-separated: `rotate, persist`.
         for value in actions {
             let text = String::from_utf8_lossy(value);
-            match text.trim().to_ascii_lowercase().as_str() {
-                "rotate" => action = action.or(Some(Action::Rotate)),
-                "destroy" => action = Some(Action::Destroy),
-                _ => return Err(UpdateError::UnknownAction(text.into_owned())),
+            for one in text.split(',') {
+                match one.trim().to_ascii_lowercase().as_str() {
+                    "rotate" => action = action.or(Some(Action::Rotate)),
+                    "destroy" => action = Some(Action::Destroy),
+                    "persist" => persist = true,
+                    _ => return Err(UpdateError::UnknownAction(text.into_owned())),
+                }
             }
         }
-        Ok(Instructions { changes, action })
+        Ok(Instructions {
+            changes,
+            action,
+            persist,
+        })
     }
 
     /// True when the response asks for nothing.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.action.is_none()
+        self.changes.is_empty() && self.action.is_none() && !self.persist
     }
 }
 
@@ -113,6 +130,14 @@ pub enum CookieChange {
     Keep,
     /// Send a cookie for this (new) sid.
     Set(Sid),
+    /// Send a persistent cookie for this sid: its `Max-Age` runs to the
+    /// session's absolute deadline.
+    Persist {
+        /// The sid.
+        sid: Sid,
+        /// The session's absolute deadline, ms since the epoch.
+        expires_ms: u64,
+    },
     /// Expire the cookie.
     Expire,
 }
@@ -121,9 +146,11 @@ pub enum CookieChange {
 pub struct Sessions {
     /// Signs and verifies cookies.
     pub cookie: CookieCodec,
-    store: Store,
+    store: Arc<Store>,
     policy: SessionPolicy,
     on_error: OnError,
+    /// `cookie.persistent`: every session's cookie carries `Max-Age`.
+    persistent: bool,
 }
 
 impl Sessions {
@@ -136,9 +163,27 @@ impl Sessions {
     ) -> Sessions {
         Sessions {
             cookie,
-            store,
+            store: Arc::new(store),
             policy,
             on_error,
+            persistent: false,
+        }
+    }
+
+    /// Every session's cookie persistent (`cookie.persistent`), or not.
+    pub fn persistent(self, persistent: bool) -> Sessions {
+        Sessions { persistent, ..self }
+    }
+
+    /// The same store and policies with another cookie codec (a reload:
+    /// new secrets or attributes; sessions and the store connection stay).
+    pub fn with_cookie(&self, cookie: CookieCodec, persistent: bool) -> Sessions {
+        Sessions {
+            cookie,
+            store: self.store.clone(),
+            policy: self.policy,
+            on_error: self.on_error,
+            persistent,
         }
     }
 
@@ -155,10 +200,12 @@ impl Sessions {
             return Ok(Resolved::without_session(Sid::generate(), Status::New));
         };
         match self.store.load(&sid).await {
-            Ok(Some(json)) => Ok(Resolved {
+            Ok(Some(loaded)) => Ok(Resolved {
                 sid,
                 status: Status::Active,
-                json: Bytes::from(json),
+                json: Bytes::from(loaded.json),
+                created_ms: Some(loaded.created_ms),
+                persist: loaded.persist,
             }),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
@@ -210,8 +257,13 @@ impl Sessions {
         session: &Resolved,
         instructions: Instructions,
     ) -> Result<CookieChange, StoreError> {
-        let Instructions { changes, action } = instructions;
+        let Instructions {
+            mut changes,
+            action,
+            persist,
+        } = instructions;
         let active = session.status == Status::Active;
+        let persist_now = persist && !session.persist;
         match action {
             Some(Action::Destroy) => {
                 if active {
@@ -219,15 +271,28 @@ impl Sessions {
                 }
                 Ok(CookieChange::Expire)
             }
-            Some(Action::Rotate) if active => self.rotate(&session.sid, &changes).await,
+            Some(Action::Rotate) if active => {
+                self.rotate(&session.sid, &changes, persist || session.persist)
+                    .await
+            }
             // A rotated session never keeps a sid that the backend has seen.
-            Some(Action::Rotate) => self.create(Sid::generate(), &changes).await,
+            Some(Action::Rotate) => self.create(Sid::generate(), &changes, persist).await,
             None if active => {
+                if persist_now {
+                    changes.set_meta(PERSIST_FIELD, "true");
+                }
                 match self
                     .store
                     .save(&session.sid, SaveMode::Update, &changes)
                     .await?
                 {
+                    // Persistent from now on: the cookie says so at once.
+                    Saved::Stored if persist_now => {
+                        return Ok(CookieChange::Persist {
+                            sid: session.sid.clone(),
+                            expires_ms: self.deadline(session.created_ms),
+                        });
+                    }
                     Saved::Stored => {}
                     Saved::Gone => {
                         warn!("session ended before its update was stored; update dropped")
@@ -242,12 +307,26 @@ impl Sessions {
                 }
                 Ok(CookieChange::Keep)
             }
-            None => self.create(session.sid.clone(), &changes).await,
+            None => self.create(session.sid.clone(), &changes, persist).await,
         }
     }
 
-    /// Lazy creation: a session comes to exist only when something is set.
-    async fn create(&self, sid: Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+    /// The absolute deadline of a session created at `created_ms` (now
+    /// when unknown), ms since the epoch.
+    fn deadline(&self, created_ms: Option<u64>) -> u64 {
+        created_ms
+            .unwrap_or_else(store::now_ms)
+            .saturating_add(self.policy.absolute.as_millis() as u64)
+    }
+
+    /// Lazy creation: a session comes to exist only when something is set
+    /// (`persist` alone creates nothing).
+    async fn create(
+        &self,
+        sid: Sid,
+        changes: &Changes,
+        persist: bool,
+    ) -> Result<CookieChange, StoreError> {
         if !changes.sets_anything() {
             return Ok(CookieChange::Keep);
         }
@@ -257,16 +336,21 @@ impl Sessions {
             warn!(%error, "session update rejected; nothing applied");
             return Ok(CookieChange::Keep);
         }
-        self.store_new(sid, changes, None).await
+        self.store_new(sid, changes, None, persist).await
     }
 
     /// Moves the session to a fresh sid: the old one is taken out of the
     /// store first (dead from then on), then its data, with this response's
     /// changes, is stored under the new sid with its original creation time.
-    async fn rotate(&self, old: &Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+    async fn rotate(
+        &self,
+        old: &Sid,
+        changes: &Changes,
+        persist: bool,
+    ) -> Result<CookieChange, StoreError> {
         let Some(taken) = self.store.take(old).await? else {
             // The session ended meanwhile: only this response's changes remain.
-            return self.create(Sid::generate(), changes).await;
+            return self.create(Sid::generate(), changes, persist).await;
         };
         let mut fields = taken.fields.clone();
         changes.apply_to(&mut fields);
@@ -278,21 +362,38 @@ impl Sessions {
             Sid::generate(),
             &Changes::set_all(fields),
             Some(taken.created_ms),
+            persist,
         )
         .await
     }
 
+    /// Stores a new session; `persist` keeps `__persist` in it. Its cookie
+    /// is persistent when it persists or `cookie.persistent` is set.
     async fn store_new(
         &self,
         sid: Sid,
         changes: &Changes,
         created_ms: Option<u64>,
+        persist: bool,
     ) -> Result<CookieChange, StoreError> {
+        let mut with_meta;
+        let changes = match persist {
+            true => {
+                with_meta = changes.clone();
+                with_meta.set_meta(PERSIST_FIELD, "true");
+                &with_meta
+            }
+            false => changes,
+        };
         match self
             .store
             .save(&sid, SaveMode::Create { created_ms }, changes)
             .await?
         {
+            Saved::Stored if persist || self.persistent => Ok(CookieChange::Persist {
+                sid,
+                expires_ms: self.deadline(created_ms),
+            }),
             Saved::Stored => Ok(CookieChange::Set(sid)),
             // A rotated session already past its absolute deadline.
             Saved::Gone => Ok(CookieChange::Expire),

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession, now_ms};
+use super::{
+    Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
+    now_ms,
+};
 use crate::session::codec::{Changes, encode_session, session_size};
 use crate::session::cookie::Sid;
 
@@ -66,7 +69,7 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         let now = now_ms();
         let mut state = self.lock();
         let Some(entry) = state.live(sid, now) else {
@@ -77,9 +80,11 @@ impl SessionStore for MemoryStore {
             return Ok(None);
         };
         entry.expires_ms = now + ttl;
-        Ok(Some(encode_session(
-            entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )))
+        Ok(Some(Loaded {
+            json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            created_ms: entry.created_ms,
+            persist: entry.fields.contains_key(PERSIST_FIELD),
+        }))
     }
 
     async fn save(

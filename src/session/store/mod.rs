@@ -46,6 +46,21 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A session as [`SessionStore::load`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// Its `X-Session` text.
+    pub json: String,
+    /// Its creation time, ms since the epoch (its absolute deadline is
+    /// this plus `absolute_timeout`).
+    pub created_ms: u64,
+    /// It carries `__persist`: its cookie is persistent.
+    pub persist: bool,
+}
+
+/// The metadata field that makes a session's cookie persistent.
+pub const PERSIST_FIELD: &str = "__persist";
+
 /// A session taken out of the store (see [`SessionStore::take`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenSession {
@@ -103,9 +118,10 @@ pub enum StoreError {
 /// The operations sessiongate performs on sessions. Each is one store round
 /// trip and touches one key.
 pub trait SessionStore {
-    /// Loads a session's `X-Session` text and pushes its expiry forward;
-    /// `None` when there is no live session under this sid.
-    fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Loads a session's `X-Session` text (and its creation time and
+    /// `__persist`) and pushes its expiry forward; `None` when there is no
+    /// live session under this sid.
+    fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
 
     /// Stores one response's changes atomically (see [`SaveMode`]).
     fn save(
@@ -171,7 +187,7 @@ impl Store {
 }
 
 impl SessionStore for Store {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         match &self.backend {
             Backend::Redis(r) => self.within(r.load(sid)).await,
             Backend::Memory(m) => m.load(sid).await,

@@ -16,7 +16,9 @@ use redis::{
     Script, ServerErrorKind, ToRedisArgs,
 };
 
-use super::{SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
+use super::{
+    Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
+};
 use crate::config::StoreConfig;
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
 use crate::session::cookie::Sid;
@@ -175,7 +177,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl SessionStore for RedisStore {
-    async fn load(&self, sid: &Sid) -> Result<Option<String>, StoreError> {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
         let mut connection = self.connection.clone();
         let mut call = self.load.call(self.key(sid));
         call.arg(self.policy.idle.as_millis() as u64)
@@ -186,8 +188,14 @@ impl SessionStore for RedisStore {
         }
         // sessiongate stores printable ASCII only; anything else was written by
         // someone else and must not reach a header.
+        let (mut created_ms, mut persist) = (0, false);
         for pair in Fields(&reply) {
-            let (_, value) = pair?;
+            let (field, value) = pair?;
+            match field {
+                "__created" => created_ms = value.parse().unwrap_or(0),
+                PERSIST_FIELD => persist = true,
+                _ => {}
+            }
             if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
                 tracing::error!(
                     "a stored session holds a value sessiongate did not write; ignoring it"
@@ -196,7 +204,11 @@ impl SessionStore for RedisStore {
             }
         }
         let fields = Fields(&reply).map(|pair| pair.expect("decoded once already"));
-        Ok(Some(encode_session(fields)))
+        Ok(Some(Loaded {
+            json: encode_session(fields),
+            created_ms,
+            persist,
+        }))
     }
 
     async fn save(
