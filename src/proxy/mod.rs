@@ -455,6 +455,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rebuilt_gateway_keeps_the_pools_of_unchanged_servers_and_its_store() {
+        let config = |servers: &str| {
+            let text = format!(
+                "[upstreams]\nservers = [{servers}]\n[upstreams.pools.assets]\nservers = [\"http://127.0.0.1:7\"]\n\
+                 [cookie]\nsecrets = [\"{SECRET}\"]\n[store]\nkind = \"memory\"\n"
+            );
+            Settings::new(Config::parse(&text, Path::new("test.toml")).unwrap())
+        };
+        let old = Gateway::new(&config("\"http://127.0.0.1:9\", \"http://127.0.0.1:8\"")).unwrap();
+        let new = Gateway::build(
+            &config("\"http://127.0.0.1:9\", \"http://127.0.0.1:6\""),
+            Some(&old),
+        )
+        .unwrap();
+        let url = |u: &str| u.parse::<crate::config::UpstreamUrl>().unwrap();
+        let kept = |u: &str, pool: usize| {
+            let before = old.pools()[pool].pool_of(&url(u)).unwrap();
+            let after = new.pools()[pool].pool_of(&url(u)).unwrap();
+            Arc::ptr_eq(before, after)
+        };
+        assert!(kept("http://127.0.0.1:9", 0));
+        assert!(kept("http://127.0.0.1:7", 1));
+        assert!(new.pools()[0].pool_of(&url("http://127.0.0.1:8")).is_none());
+        assert!(std::ptr::eq(old.sessions().store(), new.sessions().store()));
+        assert_eq!(&**new.pools()[1].name(), "assets");
+    }
+
+    #[test]
     fn finish_sets_or_expires_the_cookie_or_leaves_it() {
         let gateway = gateway();
         let sid = crate::session::cookie::Sid::generate();

@@ -152,11 +152,12 @@ impl Upstreams {
         &self.name
     }
 
-    /// True when this server's connections (its [`Pool`]) are `pool`'s.
-    pub fn shares_pool(&self, url: &UpstreamUrl, pool: &Arc<Pool>) -> bool {
+    /// The connection pool of one of its servers.
+    pub fn pool_of(&self, url: &UpstreamUrl) -> Option<&Arc<Pool>> {
         self.servers
             .iter()
-            .any(|peer| peer.url == *url && Arc::ptr_eq(&peer.pool, pool))
+            .find(|peer| peer.url == *url)
+            .map(|peer| &peer.pool)
     }
 
     /// Milliseconds since the pool was made: the clock of `ejected_until`.
