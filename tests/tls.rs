@@ -440,3 +440,31 @@ fn the_edge_deploy_files_pass_check_and_systemd_analyze() {
         assert!(ours.is_empty(), "{said}");
     }
 }
+
+/// An https upstream: verified against `[upstreams.tls] ca`, the URL's host
+/// as the name checked; the same server against the system's roots (which
+/// do not hold the test CA) is refused with a 502. The TLS server here is a
+/// second sessiongate terminating TLS in front of a plain backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("upstream", &["upstream.test"], "ec");
+    let backend = Backend::start("behind-tls").await;
+    let tls_front =
+        EdgeProxy::start(&config(&tls_table(&cert, &key), &[backend.url()], "", "")).await;
+    let https = format!("https://127.0.0.1:{}", tls_front.addr.port());
+    let ca = format!(
+        "[upstreams.tls]\nca = {:?}\n",
+        pki.ca().display().to_string()
+    );
+    let verified = EdgeProxy::start(&config("", std::slice::from_ref(&https), &ca, "")).await;
+    let browser = common::Browser::new(verified.addr);
+    for _ in 0..3 {
+        let reply = browser.get("/through-tls").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.backend(), "behind-tls");
+    }
+    let unverified = EdgeProxy::start(&config("", &[https], "", "")).await;
+    let reply = common::Browser::new(unverified.addr).get("/").await;
+    assert_eq!(reply.status, 502, "an unknown CA must not be trusted");
+}
