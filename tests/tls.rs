@@ -409,7 +409,7 @@ fn the_edge_deploy_files_pass_check_and_systemd_analyze() {
     );
     assert_eq!(code, Some(0), "{output}");
     assert!(
-        output.contains("route 1") && output.contains("pool assets"),
+        output.contains("routes[0]") && output.contains("pool assets:"),
         "{output}"
     );
     let installed = std::process::Command::new("systemd-analyze")

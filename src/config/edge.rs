@@ -76,7 +76,7 @@ impl Config {
         }
         for (name, pool) in &self.upstreams.pools {
             let servers: Vec<String> = pool.servers.iter().map(|s| s.url.to_string()).collect();
-            text += &format!("pool {name:<6}{} (round-robin)\n", servers.join(", "));
+            text += &format!("pool {name}: {} (round-robin)\n", servers.join(", "));
         }
         text += &routes::describe(&self.routes);
         if self.cookie.persistent {
@@ -207,6 +207,10 @@ mod tests {
         let warnings = config.edge_warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].starts_with("routes[1]"), "{warnings:?}");
-        assert!(config.describe_edge().contains("route 1"));
+        assert!(
+            config
+                .describe_edge()
+                .contains("routes[1]  host static.example.com")
+        );
     }
 }

@@ -168,9 +168,9 @@ pub fn shadowed(routes: &[RouteConfig]) -> Vec<(usize, usize)> {
 pub fn describe(routes: &[RouteConfig]) -> String {
     let mut text = String::new();
     for (i, route) in routes.iter().enumerate() {
-        text += &format!("route {}    {}\n", i + 1, route.describe());
+        text += &format!("routes[{i}]  {}\n", route.describe());
     }
-    text += "otherwise  -> pool default\n";
+    text += "otherwise  host * path /* -> pool default\n";
     text
 }
 
