@@ -1,5 +1,7 @@
 //! Sessions (SPEC §3-§6): what a request's cookie resolves to, and what a
-//! backend's response does to the session: updates, `rotate`, `destroy`.
+//! backend's response does to the session: updates, `rotate`, `destroy`,
+//! `persist` (a persistent cookie, kept as `__persist`; actions may be
+//! comma-separated, as in `rotate, persist`).
 //!
 //! [`Sessions::resolve`] is the load phase of a request, [`Sessions::commit`]
 //! the store phase of its response. Neither touches HTTP; the proxy moves
