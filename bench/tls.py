@@ -103,10 +103,14 @@ def negotiated(port):
     """The protocol, cipher and key exchange a default OpenSSL client gets."""
     out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "bench.test"],
                          input="", capture_output=True, text=True).stdout
-    cipher = next((l.split(":", 1)[1].strip() for l in out.splitlines() if "Cipher is" in l or l.strip().startswith("Cipher    :")), "?")
-    temp = next((l.split(":", 1)[1].strip() for l in out.splitlines() if "Server Temp Key" in l or "Negotiated TLS1.3 group" in l), "?")
-    proto = next((l.split()[1].rstrip(",") for l in out.splitlines() if l.startswith("New, TLSv")), "?")
-    return f"{proto} {cipher}, {temp}"
+    found = {"proto": "?", "cipher": "?", "group": "?"}
+    for line in out.splitlines():
+        if line.startswith("New, ") and "Cipher is" in line:
+            found["proto"] = line.split(",")[1].strip()
+            found["cipher"] = line.split("Cipher is", 1)[1].strip()
+        if "Server Temp Key:" in line or "Negotiated TLS1.3 group:" in line:
+            found["group"] = line.split(":", 1)[1].strip()
+    return f"{found['proto']} {found['cipher']}, key exchange {found['group']}"
 
 
 def login_cookie(port):
@@ -122,6 +126,31 @@ def measure(pid_of, url, seconds, header=None, connections=run.CONNECTIONS):
     cpu = run.cpu_seconds(pids) - before
     result["cpu_us"] = cpu / max(result["requests"], 1) * 1e6
     return result
+
+
+def idle_tls(port, pids, count=2000, batch=100):
+    """KiB of resident memory per idle TLS keep-alive connection: `count`
+    connections, each after one request, held open."""
+    import socket
+    context = ssl._create_unverified_context()
+    time.sleep(0.5)
+    before = run.status_kib(pids, "VmRSS")
+    open_ = []
+    for _ in range(count // batch):
+        for _ in range(batch):
+            raw = socket.create_connection(("127.0.0.1", port))
+            tls = context.wrap_socket(raw, server_hostname="bench.test")
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(65536)
+            open_.append(tls)
+        time.sleep(0.15)
+    time.sleep(1.0)
+    after = run.status_kib(pids, "VmRSS")
+    for tls in open_:
+        tls.close()
+    return (after - before) / count
 
 
 def main():
@@ -146,6 +175,8 @@ def main():
                                              sessiongate_tls_config(sg_port, backends, work, cert, key)])
         run.wait_port(sg_port, sg)
         cookie = login_cookie(sg_port)
+        ciphers = (negotiated(nginx_port), negotiated(sg_port))
+        print(f"negotiated: nginx {ciphers[0]}; sessiongate {ciphers[1]}", flush=True)
         setups = [
             ("nginx, keep-alive", nginx.pid, nginx_port, None, run.CONNECTIONS),
             ("sessiongate, keep-alive, no cookie", sg.pid, sg_port, None, run.CONNECTIONS),
@@ -164,8 +195,8 @@ def main():
             "",
             f"`bench/tls.sh --rounds {args.rounds} --seconds {args.seconds}`: wrk -t2 over https, medians of the rounds. "
             f"Both proxies: 1 worker, the same ECDSA P-256 certificate, TLS 1.3 only. "
-            f"Negotiated with a default OpenSSL client: nginx {negotiated(nginx_port)}; "
-            f"sessiongate {negotiated(sg_port)}. Keep-alive runs use 64 connections; "
+            f"Negotiated with a default OpenSSL client: nginx {ciphers[0]}; "
+            f"sessiongate {ciphers[1]}. Keep-alive runs use 64 connections; "
             f"handshake runs 16 connections with `Connection: close` (a full handshake per request, "
             f"wrk resumes no session).",
             "",
@@ -178,6 +209,8 @@ def main():
             m = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "errors")}
             med[name] = m
             lines.append(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['errors']:.0f} |")
+        idle_sg = idle_tls(sg_port, run.children(sg.pid))
+        idle_nginx = idle_tls(nginx_port, run.children(nginx.pid))
         keep = med["sessiongate, keep-alive, no cookie"]["cpu_us"] / med["nginx, keep-alive"]["cpu_us"]
         keep_session = med["sessiongate, keep-alive, valid session"]["cpu_us"] / med["nginx, keep-alive"]["cpu_us"]
         hs = med["sessiongate, new handshake per request"]["cpu_us"] / med["nginx, new handshake per request"]["cpu_us"]
@@ -186,6 +219,8 @@ def main():
             f"- per request over TLS keep-alive, goal at most 1.2x nginx: {keep:.2f}x without a cookie, "
             f"{keep_session:.2f}x with a valid session (memory store): **{'met' if keep <= 1.2 else 'not met'}** (no cookie)",
             f"- per new handshake, goal at most nginx's: {hs:.2f}x: **{'met' if hs <= 1.0 else 'not met'}**",
+            f"- resident memory per idle TLS keep-alive connection (2000, each after one request): "
+            f"sessiongate {idle_sg:.1f} KiB, nginx {idle_nginx:.1f} KiB",
             "",
         ]
         text = "\n".join(lines)
