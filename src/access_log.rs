@@ -97,7 +97,7 @@ pub struct Entry {
     /// From arrival to the end of the response body.
     pub duration: Duration,
     /// The pool.
-    pub pool: &'static str,
+    pub pool: Arc<str>,
     /// The server that answered, as configured.
     pub upstream: Option<String>,
     /// `new`, `active`, `unavailable` or `none`.
@@ -303,7 +303,7 @@ pub fn format_json(entry: &Entry, query: bool, out: &mut String) {
         entry.bytes,
         entry.duration.as_secs_f64() * 1e3
     );
-    json_string(out, entry.pool);
+    json_string(out, &entry.pool);
     out.push_str(",\"upstream\":");
     string(out, entry.upstream.as_deref());
     out.push_str(",\"session\":");
@@ -397,7 +397,7 @@ pub fn format_text(entry: &Entry, query: bool, out: &mut String) {
         "duration_ms",
         Some(&format!("{:.3}", entry.duration.as_secs_f64() * 1e3)),
     );
-    field("pool", Some(entry.pool));
+    field("pool", Some(&entry.pool));
     field("upstream", entry.upstream.as_deref());
     field("session", Some(entry.session));
     field("sid_hash", entry.sid_hash.as_ref().map(hex).as_deref());
@@ -424,7 +424,7 @@ mod tests {
             status: 201,
             bytes: 42,
             duration: Duration::from_micros(1500),
-            pool: "default",
+            pool: Arc::from("default"),
             upstream: Some("http://127.0.0.1:9001".into()),
             session: "active",
             sid_hash: Some(sid_hash("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),

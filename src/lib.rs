@@ -23,6 +23,11 @@
 //!   [`session::Sessions::commit`] stores the change before the response
 //!   goes on to the client.
 //!
+//! At the edge: [`tls`] terminates TLS (certificates by SNI, swapped on
+//! reload) and speaks it to https upstreams; [`redirect`] is the plain
+//! listener's 308; [`proxy::routes`] sends a request to its pool, with or
+//! without sessions; [`reload`] swaps the whole configuration on SIGHUP.
+//!
 //! Around it: [`config`] reads and validates the TOML file, and
 //! [`settings`] turns it once into what the process runs with;
 //! [`timeouts`] holds every deadline and enforces them; [`error`] says where
@@ -47,10 +52,13 @@ pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod redirect;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod settings;
 pub mod timeouts;
+pub mod tls;
 pub mod users_api;
 
 pub use config::Config;

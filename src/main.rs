@@ -76,6 +76,12 @@ fn run(path: &Path) -> Result<()> {
     }
     runtime(config.server.worker_threads)?.block_on(async {
         let server = Server::bind(&config).await?;
+        #[cfg(unix)]
+        {
+            let reloader =
+                sessiongate::reload::Reloader::new(server.live().clone(), path.to_path_buf());
+            tokio::spawn(reloader.on_sighup());
+        }
         server.run(shutdown_signal()).await;
         Ok(())
     })

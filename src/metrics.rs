@@ -34,7 +34,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::error::{Kind, ProxyError};
 use crate::session::cookie::Rejection;
-use crate::session::store::StoreError;
+use crate::session::store::{StoreError, epoch_ms};
 
 /// `sessiongate_requests_total{pool, status}`
 pub const REQUESTS_TOTAL: &str = "sessiongate_requests_total";
@@ -261,7 +261,7 @@ impl Metrics {
                 .map(|result| counter(r, CONFIG_RELOADS_TOTAL, &[("result", result)])),
             access_log_dropped: counter(r, ACCESS_LOG_DROPPED_TOTAL, &[]),
             rotation: Mutex::new(Vec::new()),
-            loaded_ms: AtomicU64::new(now_ms()),
+            loaded_ms: AtomicU64::new(epoch_ms()),
             recorder,
             histograms,
         }
@@ -357,7 +357,7 @@ impl Metrics {
     pub fn config_reloaded(&self, ok: bool) {
         self.config_reloads[usize::from(!ok)].increment(1);
         if ok {
-            self.loaded_ms.store(now_ms(), Ordering::Relaxed);
+            self.loaded_ms.store(epoch_ms(), Ordering::Relaxed);
         }
     }
 
@@ -440,12 +440,6 @@ impl Drop for Open {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 static METADATA: Metadata<'static> = Metadata::new("sessiongate", Level::INFO, Some("sessiongate"));
@@ -546,16 +540,21 @@ fn timing(h: Option<&Histograms>, name: &'static str, labels: &[(&'static str, &
     let Some(histograms) = h else {
         return Timing(None);
     };
-    let cells = Arc::new(TimingCells {
-        name,
-        labels: labels.iter().fold(String::new(), |mut s, (k, v)| {
-            let v = v.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = write!(s, "{k}=\"{v}\",");
-            s
-        }),
-        ..TimingCells::default()
+    let labels = labels.iter().fold(String::new(), |mut s, (k, v)| {
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = write!(s, "{k}=\"{v}\",");
+        s
     });
     let mut all = histograms.0.lock().expect("not poisoned");
+    // The same series asked for again (a reload, say) is the same histogram.
+    if let Some(cells) = all.iter().find(|c| c.name == name && c.labels == labels) {
+        return Timing(Some(cells.clone()));
+    }
+    let cells = Arc::new(TimingCells {
+        name,
+        labels,
+        ..TimingCells::default()
+    });
     // Kept grouped by name, so that each name's lines are together.
     let at = all
         .iter()

@@ -3,7 +3,9 @@
 The session arrives as the X-Session header; what the request changed goes
 back as X-Session-Update (only changed keys, so concurrent requests that
 touch different keys keep each other's changes), and session.rotate() or
-session.destroy() become X-Session-Action.
+session.destroy() become X-Session-Action. Flask's `session.permanent = True`
+("remember me") becomes `X-Session-Action: persist`: sessiongate gives the
+cookie a Max-Age; actions combine, as in `rotate, persist`.
 
 Users and devices: session.login(user) binds the session to a user id (and
 rotates it), session.user is the id a bound session carries,
@@ -53,5 +55,10 @@ class SessiongateSessionInterface(SessionInterface):
             response.headers["X-Session-Update"] = json.dumps(changed)  # ASCII JSON by default
         if session.binds:
             response.headers["X-Session-User"] = session.binds
-        if session.action:
-            response.headers["X-Session-Action"] = session.action
+        actions = [session.action] if session.action else []
+        # session.permanent is Flask's "_permanent" key: newly set, it asks for a persistent cookie.
+        ending = session.action in ("destroy", "destroy-all")
+        if not ending and session.get("_permanent") and not session.original.get("_permanent"):
+            actions.append("persist")
+        if actions:
+            response.headers["X-Session-Action"] = ", ".join(actions)

@@ -2,7 +2,8 @@
 
 `self.session` is the session from the X-Session header; on finish(), what the
 request changed goes back as X-Session-Update (changed keys only), and
-rotate_session() / destroy_session() become X-Session-Action. A WebSocket
+rotate_session() / destroy_session() / persist_session() ("remember me": a
+persistent cookie) become X-Session-Action, combined as in `rotate, persist`. A WebSocket
 handler reads the session of its handshake with session_of(self.request).
 
 Users and devices: login(user) binds the session to a user id (and rotates
@@ -43,15 +44,21 @@ class SessionHandler(tornado.web.RequestHandler):
         self.session.clear()
         self._action = "destroy"
 
+    def persist_session(self):  # "remember me": the cookie outlives the browser session
+        self._persist = True
+
     def finish(self, chunk=None):
         session, original = getattr(self, "session", {}), getattr(self, "_original", {})
         action = getattr(self, "_action", None)
+        actions = [action] if action else []
+        if getattr(self, "_persist", False) and action not in ("destroy", "destroy-all"):
+            actions.append("persist")
         changed = {k: v for k, v in session.items() if k not in original or original[k] != v}
         changed.update({k: None for k in original if k not in session})
         if changed and action not in ("destroy", "destroy-all"):
             self.set_header("X-Session-Update", json.dumps(changed))
         if getattr(self, "_binds", None):
             self.set_header("X-Session-User", self._binds)
-        if action:
-            self.set_header("X-Session-Action", action)
+        if actions:
+            self.set_header("X-Session-Action", ", ".join(actions))
         return super().finish(chunk)

@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::status::Status;
+use arc_swap::ArcSwap;
+
 use crate::config::AdminConfig;
 use crate::error::StartError;
 use crate::proxy::Gateway;
@@ -52,14 +54,17 @@ pub struct Admin {
 
 struct State {
     status: Status,
-    gateway: Arc<Gateway>,
+    gateway: Arc<ArcSwap<Gateway>>,
     /// `admin.token`; without one, every `/sessions…` call is refused.
     token: Option<Vec<u8>>,
 }
 
 impl Admin {
     /// Binds the admin listener.
-    pub async fn bind(config: &AdminConfig, gateway: Arc<Gateway>) -> Result<Admin, StartError> {
+    pub async fn bind(
+        config: &AdminConfig,
+        gateway: Arc<ArcSwap<Gateway>>,
+    ) -> Result<Admin, StartError> {
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -136,7 +141,7 @@ impl State {
                 .as_ref()
                 .is_some_and(|token| users_api::authorised(request.headers(), token));
             return match authorised {
-                true => users_api::handle(self.gateway.sessions(), request)
+                true => users_api::handle(self.gateway.load_full().sessions(), request)
                     .await
                     .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "404 Not Found\n")),
                 false => {

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::{
-    ACCESS_LOG_DROPPED_TOTAL, BUCKETS, CONNECTIONS, COOKIES_REJECTED_TOTAL, DEFAULT_POOL,
-    REQUEST_DURATION, REQUESTS_TOTAL, SESSIONS_TOTAL, STORE_DURATION, STORE_REQUESTS_TOTAL,
+    ACCESS_LOG_DROPPED_TOTAL, BUCKETS, CONNECTIONS, COOKIES_REJECTED_TOTAL, REQUEST_DURATION,
+    REQUESTS_TOTAL, SESSIONS_TOTAL, STORE_DURATION, STORE_REQUESTS_TOTAL,
 };
 use crate::proxy::Gateway;
-use crate::proxy::upstream::Rotation;
+use crate::proxy::upstream::{Rotation, Upstreams};
+use arc_swap::ArcSwap;
 
 /// How often the store is pinged and the metrics sampled.
 const EVERY: Duration = Duration::from_secs(1);
@@ -40,7 +41,7 @@ const SPARK_STEP: usize = 5;
 pub struct Status(Arc<Inner>);
 
 struct Inner {
-    gateway: Arc<Gateway>,
+    gateway: Arc<ArcSwap<Gateway>>,
     started: Instant,
     history: Mutex<VecDeque<Sample>>,
     /// The last store check: None before the first; Some(Err) with its error.
@@ -134,7 +135,7 @@ impl Sample {
 
 impl Status {
     /// The status of the process behind `gateway`.
-    pub fn new(gateway: Arc<Gateway>) -> Status {
+    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Status {
         Status(Arc::new(Inner {
             gateway,
             started: Instant::now(),
@@ -147,7 +148,8 @@ impl Status {
     pub async fn upkeep(self, stop: CancellationToken) {
         let ping = async {
             loop {
-                let result = self.0.gateway.sessions().store().ping().await;
+                let gateway = self.0.gateway.load_full();
+                let result = gateway.sessions().store().ping().await;
                 self.store_checked(result.map_err(|e| e.to_string()));
                 tokio::select! {
                     () = tokio::time::sleep(EVERY) => {}
@@ -192,9 +194,12 @@ impl Status {
 
     /// The metrics, with the servers' rotation as of now.
     pub fn metrics_text(&self) -> String {
-        let metrics = self.0.gateway.metrics();
-        for (server, state) in self.0.gateway.upstreams().rotation() {
-            metrics.set_in_rotation(DEFAULT_POOL, &server, state == Rotation::InRotation);
+        let gateway = self.0.gateway.load();
+        let metrics = gateway.metrics();
+        for pool in gateway.pools() {
+            for (server, state) in pool.rotation() {
+                metrics.set_in_rotation(pool.name(), &server, state == Rotation::InRotation);
+            }
         }
         metrics.render()
     }
@@ -210,13 +215,12 @@ impl Status {
             }
             Some(Ok(())) => {}
         }
-        let rotation = self.0.gateway.upstreams().rotation();
-        if !rotation.iter().any(|(_, s)| *s == Rotation::InRotation) {
-            return Some(format!(
-                "not ready: pool {DEFAULT_POOL} has no server in rotation"
-            ));
-        }
-        None
+        let gateway = self.0.gateway.load();
+        gateway.pools().iter().find_map(|pool| {
+            let rotation = pool.rotation();
+            (!rotation.iter().any(|(_, s)| *s == Rotation::InRotation))
+                .then(|| format!("not ready: pool {} has no server in rotation", pool.name()))
+        })
     }
 
     /// The data of the status page.
@@ -263,26 +267,30 @@ impl Status {
         spark.reverse();
         drop(history);
 
-        let servers: Vec<Value> = self
-            .0
-            .gateway
-            .upstreams()
-            .rotation()
-            .into_iter()
-            .map(|(url, state)| {
-                json!({
-                    "url": url,
-                    "state": match state {
-                        Rotation::InRotation => "in_rotation",
-                        Rotation::Ejected => "ejected",
-                        Rotation::FailingHealthChecks => "failing_health_checks",
-                    },
-                    "in_rotation": state == Rotation::InRotation,
+        let gateway = self.0.gateway.load_full();
+        let servers = |pool: &Upstreams| -> Vec<Value> {
+            pool.rotation()
+                .into_iter()
+                .map(|(url, state)| {
+                    json!({
+                        "url": url,
+                        "state": match state {
+                            Rotation::InRotation => "in_rotation",
+                            Rotation::Ejected => "ejected",
+                            Rotation::FailingHealthChecks => "failing_health_checks",
+                        },
+                        "in_rotation": state == Rotation::InRotation,
+                    })
                 })
-            })
+                .collect()
+        };
+        let pools: Vec<Value> = gateway
+            .pools()
+            .iter()
+            .map(|pool| json!({ "name": &**pool.name(), "servers": servers(pool) }))
             .collect();
         let store = self.0.store.lock().expect("not poisoned").clone();
-        let metrics = self.0.gateway.metrics();
+        let metrics = gateway.metrics();
         let not_ready = self.not_ready();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -297,7 +305,7 @@ impl Status {
                 "calls_per_s": store_calls / WINDOW.as_secs_f64(),
                 "failures_last_minute": store_failures,
             },
-            "pools": [{ "name": DEFAULT_POOL, "servers": servers }],
+            "pools": pools,
             "requests": {
                 "per_s": rate,
                 "error_rate": error_rate,

@@ -32,6 +32,11 @@ pub struct CookieConfig {
     /// The `Domain` attribute; none by default (a host-only cookie).
     #[serde(default)]
     pub domain: Option<String>,
+    /// Every `Set-Cookie` of a session carries `Max-Age`, the session's
+    /// remaining absolute lifetime (otherwise only sessions that asked with
+    /// `X-Session-Action: persist`).
+    #[serde(default)]
+    pub persistent: bool,
 }
 
 impl CookieConfig {
@@ -46,6 +51,7 @@ impl CookieConfig {
             same_site: SameSite::default(),
             path: default_cookie_path(),
             domain: None,
+            persistent: false,
         }
     }
 }

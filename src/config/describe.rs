@@ -59,7 +59,7 @@ impl Config {
             ),
         };
         let mut text = format!(
-            "listen     {listen} (HTTP/1.1 and h2c), {threads}\n\
+            "listen     {listen} ({protocols}), {threads}\n\
              upstreams  {servers} (round-robin)\n\
              health     {health}; out for {fail_timeout} after {max_fails} failed requests\n\
              timeouts   connect {connect}, response {response}, body idle {body}, request head {head}, \
@@ -69,6 +69,10 @@ impl Config {
              session    idle {idle}, absolute {absolute}, headers {prefix}*, at most {max} bytes{users}\n\
              store      {store}\n",
             listen = self.server.listen,
+            protocols = match self.server.tls.is_some() {
+                true => "TLS 1.2/1.3, HTTP/1.1 and h2 by ALPN",
+                false => "HTTP/1.1 and h2c",
+            },
             threads = match self.server.worker_threads {
                 0 => "one worker thread per CPU core".to_string(),
                 n => format!("{n} worker thread(s)"),
@@ -99,6 +103,7 @@ impl Config {
         text.push('\n');
         text.push_str(&self.log.describe());
         text.push('\n');
+        text.push_str(&self.describe_edge());
         text
     }
 }

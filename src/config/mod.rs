@@ -17,13 +17,16 @@ pub mod admin;
 pub mod cookie;
 mod describe;
 pub mod duration;
+mod edge;
 mod expose;
 mod locate;
 pub mod log;
+pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod upstreams;
 mod validate;
 
@@ -69,6 +72,9 @@ pub struct Config {
     /// The access log and the diagnostic log's format.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[routes]]`: which pool serves a request, with or without sessions.
+    #[serde(default)]
+    pub routes: Vec<routes::RouteConfig>,
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
@@ -144,11 +150,15 @@ impl Config {
                 message,
             }
         };
-        let config: Config = toml::from_str(text)
+        let mut config: Config = toml::from_str(text)
             .map_err(|e| invalid(e.span(), None, e.message().trim().to_string()))?;
         config.check_combinations().map_err(|(key, message)| {
             invalid(span_of(text, key), Some(key.to_string()), message)
         })?;
+        // TLS files, pools and routes (`edge.rs`).
+        config
+            .check_edge()
+            .map_err(|(key, message)| invalid(edge::span_of(text, &key), Some(key), message))?;
         Ok(config)
     }
 }
@@ -246,7 +256,7 @@ mod tests {
     #[test]
     fn upstream_urls_must_be_http_with_a_port_and_no_path() {
         for bad in [
-            "https://127.0.0.1:9001",
+            "ftp://127.0.0.1:9001",
             "127.0.0.1:9001",
             "http://127.0.0.1",
             "http://h:1/app",

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     /// Peers (a TLS-terminating proxy in front) whose `X-Forwarded-Proto`
     /// and `X-Forwarded-Host` are passed on instead of replaced.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `[server.tls]`: TLS termination; plain HTTP when absent.
+    pub tls: Option<super::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +34,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             worker_threads: 0,
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

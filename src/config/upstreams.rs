@@ -26,6 +26,14 @@ pub struct UpstreamsConfig {
     /// Active health checks; none by default.
     #[serde(default)]
     pub health: Option<HealthConfig>,
+    /// `[upstreams.tls]`: the roots https servers are verified against
+    /// (a pool without its own takes the default pool's).
+    #[serde(default)]
+    pub tls: Option<super::tls::UpstreamTlsConfig>,
+    /// `[upstreams.pools.NAME]`: more pools, with these same keys (only in
+    /// `[upstreams]` itself).
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, UpstreamsConfig>,
 }
 
 fn default_max_fails() -> u32 {
@@ -120,16 +128,20 @@ impl Default for HealthConfig {
     }
 }
 
-/// An upstream server's address: `http://host:port`, with no path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An upstream server's address: `http://host:port` or `https://host:port`,
+/// with no path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamUrl {
     /// `host:port` as written, used as the request URI's authority.
     pub authority: http::uri::Authority,
+    /// `https://`: TLS to the server, its host as SNI, verified.
+    pub https: bool,
 }
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
 }
 
@@ -140,22 +152,25 @@ impl std::str::FromStr for UpstreamUrl {
         let uri: http::Uri = text
             .parse()
             .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(format!(
-                    "{text:?}: scheme {other:?} is not supported (upstreams speak plain http)"
+                    "{text:?}: scheme {other:?} is not supported (http or https)"
                 ));
             }
             None => return Err(format!("{text:?} needs a scheme, as in http://{text}")),
-        }
+        };
         let authority = uri
             .authority()
             .cloned()
             .ok_or_else(|| format!("{text:?} has no host"))?;
         if authority.port_u16().is_none() {
             return Err(format!(
-                "{text:?} needs a port, as in http://{authority}:80"
+                "{text:?} needs a port, as in {}://{authority}:{}",
+                if https { "https" } else { "http" },
+                if https { 443 } else { 80 }
             ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
@@ -163,7 +178,7 @@ impl std::str::FromStr for UpstreamUrl {
                 "{text:?}: a path is not supported; requests keep their own path"
             ));
         }
-        Ok(UpstreamUrl { authority })
+        Ok(UpstreamUrl { authority, https })
     }
 }
 

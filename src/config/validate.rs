@@ -114,6 +114,7 @@ impl Config {
                 show(session.absolute_timeout)
             ));
         }
+        warnings.extend(self.edge_warnings());
         if !self.cookie.secure {
             warnings.push(
                 "cookie.secure = false: the session cookie will also travel over plain http".into(),

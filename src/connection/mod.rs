@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::server::conn::{http1, http2};
@@ -38,9 +39,19 @@ use crate::timeouts::Timeouts;
 /// hyper's own limit on header fields when none is set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
+/// What the connection runs over, as the listener knows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport {
+    /// TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
+    /// ALPN chose `h2`: HTTP/2 from the first byte.
+    pub h2: bool,
+}
+
 /// How client connections are served, made once and shared by all of them.
+/// Each request takes the [`Gateway`] in force when it starts.
 pub struct Connections {
-    gateway: Arc<Gateway>,
+    gateway: Arc<ArcSwap<Gateway>>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     timeouts: Timeouts,
@@ -49,7 +60,7 @@ pub struct Connections {
 
 impl Connections {
     /// The HTTP settings of `settings`, serving through `gateway`.
-    pub fn new(settings: &Settings, gateway: Arc<Gateway>) -> Connections {
+    pub fn new(settings: &Settings, gateway: Arc<ArcSwap<Gateway>>) -> Connections {
         let config = &settings.config;
         let mut http1 = http1::Builder::new();
         // The request-head and keep-alive deadlines are GuardedStream's;
@@ -77,21 +88,40 @@ impl Connections {
         }
     }
 
-    /// Serves one client connection until it closes, times out, or, once
-    /// `stopping` is cancelled, finishes its request in flight.
+    /// Serves one plain TCP client connection (see [`Connections::serve_as`]).
     pub async fn serve<S: ClientIo>(
         self: Arc<Self>,
         stream: S,
         peer: SocketAddr,
         stopping: CancellationToken,
     ) {
+        self.serve_as(stream, peer, stopping, Transport::default())
+            .await
+    }
+
+    /// Serves one client connection until it closes, times out, or, once
+    /// `stopping` is cancelled, finishes its request in flight. Over TLS,
+    /// ALPN has chosen the protocol; otherwise the first bytes do (the
+    /// HTTP/2 preface, or HTTP/1.1).
+    pub async fn serve_as<S: ClientIo>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        stopping: CancellationToken,
+        transport: Transport,
+    ) {
         let activity = Activity::new();
         let service = {
             let gateway = self.gateway.clone();
             let activity = activity.clone();
-            let client = Arc::new(Client::new(peer, self.trusted_proxies.contains(&peer.ip())));
+            let client = Arc::new(
+                Client::new(peer, self.trusted_proxies.contains(&peer.ip()))
+                    .over_tls(transport.https),
+            );
             service_fn(move |request| {
-                let gateway = gateway.clone();
+                // The configuration in force when the request starts (a
+                // reload swaps it; this request keeps the one it began with).
+                let gateway = gateway.load_full();
                 let activity = activity.clone();
                 let client = client.clone();
                 async move {
@@ -107,17 +137,17 @@ impl Connections {
         let stopped = stopping.cancelled();
         tokio::pin!(stopped);
         let mut stream = GuardedStream::new(stream, activity.clone(), &self.timeouts);
-        if !stream.read_opening(stopped.as_mut()).await {
+        if !transport.h2 && !stream.read_opening(stopped.as_mut()).await {
             return;
         }
-        if stream.unread.starts_with(H2_PREFACE) {
-            let _counted = self.gateway.metrics().open(Protocol::H2);
+        if transport.h2 || stream.unread.starts_with(H2_PREFACE) {
+            let _counted = self.gateway.load().metrics().open(Protocol::H2);
             let mut connection =
                 Box::pin(self.http2.serve_connection(TokioIo::new(stream), service));
             drive(connection.as_mut(), stopped.as_mut(), &peer, None).await;
             return;
         }
-        let _counted = self.gateway.metrics().open(Protocol::Http1);
+        let _counted = self.gateway.load().metrics().open(Protocol::Http1);
         loop {
             // In a block of its own, so that nothing of hyper's connection
             // outlives it while the socket waits.

@@ -12,6 +12,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Version};
 
 use super::headers::{self, Client};
+use super::routes::{Route, Routes};
 use crate::config::UpstreamUrl;
 use crate::error::ProxyError;
 use crate::session::Resolved;
@@ -30,6 +31,9 @@ pub struct RequestContext {
     pub path: PathAndQuery,
     /// It asks to switch protocols (HTTP/1.1 `Upgrade`, RFC 9110 §7.8).
     pub upgrade: bool,
+    /// Its route: the pool that serves it (and its name, for metrics), and
+    /// whether it has a session at all.
+    pub route: Route,
     /// The session cookie's sid, once its tag is verified.
     pub presented: Option<Sid>,
     /// The session the request runs with, once loaded.
@@ -43,7 +47,12 @@ impl RequestContext {
     /// than one `Host`, an invalid one, or (HTTP/1.1) none is refused: RFC
     /// 9112 §3.2 asks for a 400. When the target carries an authority, it
     /// wins over `Host` (RFC 9112 §3.2.2).
-    pub fn admit(parts: &Parts, client: Arc<Client>) -> Result<RequestContext, ProxyError> {
+    /// Its route is decided here, once, from the decided host and the path.
+    pub fn admit(
+        parts: &Parts,
+        client: Arc<Client>,
+        routes: &Routes,
+    ) -> Result<RequestContext, ProxyError> {
         let host = match parts.uri.authority() {
             Some(authority) => Some(authority_value(authority)),
             None => single_host(&parts.headers)?,
@@ -56,8 +65,10 @@ impl RequestContext {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let route = routes.pick(host.as_ref(), path.path());
         Ok(RequestContext {
             client,
+            route,
             host,
             path,
             upgrade: parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers),
@@ -65,6 +76,11 @@ impl RequestContext {
             session: None,
             upstream: None,
         })
+    }
+
+    /// The name of the pool that serves it (`default` for `[upstreams]`).
+    pub fn pool_name(&self) -> &str {
+        &self.route.pool_name
     }
 
     /// The resolved session; the load phase has run.
@@ -113,7 +129,7 @@ mod tests {
 
     fn admit(version: Version, uri: &str, hosts: &[&str]) -> Result<RequestContext, ProxyError> {
         let client = Arc::new(Client::new("127.0.0.1:5000".parse().unwrap(), false));
-        RequestContext::admit(&parts(version, uri, hosts), client)
+        RequestContext::admit(&parts(version, uri, hosts), client, &Routes::default())
     }
 
     fn host_of(result: Result<RequestContext, ProxyError>) -> Option<String> {
@@ -181,11 +197,15 @@ mod tests {
             .insert("upgrade", HeaderValue::from_static("websocket"));
         let client = Arc::new(Client::new("127.0.0.1:5000".parse().unwrap(), false));
         assert!(
-            RequestContext::admit(&upgrade, client.clone())
+            RequestContext::admit(&upgrade, client.clone(), &Routes::default())
                 .unwrap()
                 .upgrade
         );
         upgrade.version = Version::HTTP_2;
-        assert!(!RequestContext::admit(&upgrade, client).unwrap().upgrade);
+        assert!(
+            !RequestContext::admit(&upgrade, client, &Routes::default())
+                .unwrap()
+                .upgrade
+        );
     }
 }

@@ -121,6 +121,8 @@ pub struct Client {
     /// A proxy in front (`server.trusted_proxies`), whose forwarded scheme
     /// and host stand.
     trusted: bool,
+    /// It reached sessiongate over TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
 }
 
 impl Client {
@@ -131,7 +133,13 @@ impl Client {
             addr,
             ip: HeaderValue::from_maybe_shared(ip).expect("an IP address is a header value"),
             trusted,
+            https: false,
         }
+    }
+
+    /// The same client, connected over TLS.
+    pub fn over_tls(self, https: bool) -> Client {
+        Client { https, ..self }
     }
 }
 
@@ -155,7 +163,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<Head
     if client.trusted && headers.contains_key(&X_FORWARDED_PROTO) {
         return;
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let scheme = if client.https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     if client.trusted && headers.contains_key(&X_FORWARDED_HOST) {
         return;
     }

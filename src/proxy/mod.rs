@@ -23,6 +23,7 @@ pub mod context;
 pub mod expose;
 pub mod headers;
 pub mod pool;
+pub mod routes;
 pub mod upgrade;
 pub mod upstream;
 
@@ -35,6 +36,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use self::body::RequestBody;
@@ -42,11 +44,12 @@ pub use self::context::RequestContext;
 use self::expose::Expose;
 use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
+use self::routes::Routes;
 use self::upgrade::Tunnels;
 use self::upstream::{Outbound, ServedBy, Upstreams};
 use crate::access_log::{AccessLog, Entry, Logged, sid_hash};
 use crate::error::{Kind, Origin, ProxyError};
-use crate::metrics::{DEFAULT_POOL, Metrics, Protocol};
+use crate::metrics::{DEFAULT_POOL, Metrics, PoolMetrics, Protocol};
 use crate::session::codec::UpdateError;
 use crate::session::cookie::{CookieCodec, Presented};
 use crate::session::store::{Store, StoreError};
@@ -66,52 +69,111 @@ pub fn own_body(text: &'static str) -> ProxyBody {
     Either::Right(Full::new(Bytes::from_static(text.as_bytes())))
 }
 
-/// Everything a request needs, built once from the settings.
+/// Everything a request needs, built once from the settings; a reload
+/// builds a new one and swaps it whole.
 pub struct Gateway {
     sessions: Sessions,
     names: SessionHeaders,
     /// `[session.expose]`.
     expose: Expose,
-    upstreams: Arc<Upstreams>,
+    /// The pools, the default one (`[upstreams]`) first.
+    pools: Vec<Arc<Upstreams>>,
+    routes: Routes,
     tunnels: Tunnels,
     retry_after: HeaderValue,
     body_idle: Duration,
     metrics: Arc<Metrics>,
+    /// Per pool, in the order of `pools`: the requests it served.
+    pool_metrics: Vec<PoolMetrics>,
     access_log: Option<AccessLog>,
+    /// Stops this gateway's upkeep (idle sweeps, health checks) once a
+    /// reload has replaced it.
+    upkeep: CancellationToken,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A pool's https client could not be made (its CA file).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Gateway {
-    /// Builds the pipeline: cookie codec, store, header names, upstream pool.
+    /// Builds the pipeline: cookie codec, store, header names, pools, routes.
     pub fn new(settings: &Settings) -> Result<Gateway, StoreError> {
+        Gateway::build(settings, None).map_err(|error| match error {
+            BuildError::Store(error) => error,
+            BuildError::Tls(message) => StoreError::Protocol(message),
+        })
+    }
+
+    /// Builds the pipeline for `settings`; after a reload, `previous` is
+    /// the gateway in force: its store (sessions, and the Redis connection)
+    /// and its open tunnels are kept, and so is the connection pool of
+    /// every upstream server whose URL did not change.
+    pub fn build(settings: &Settings, previous: Option<&Gateway>) -> Result<Gateway, BuildError> {
         let config = &settings.config;
-        let metrics = Arc::new(Metrics::new(config.admin.is_some()));
-        let store = Store::open(&config.store, settings.policy, settings.timeouts.store)?;
-        let sessions = Sessions::new(
-            CookieCodec::new(&config.cookie),
-            store,
-            settings.policy,
-            config.store.on_error,
-        )
-        .max_per_user(config.session.max_per_user)
-        .with_metrics(metrics.clone());
-        let servers: Vec<String> = config
-            .upstreams
-            .servers
-            .iter()
-            .map(|s| s.url.to_string())
-            .collect();
-        let upstreams = Upstreams::new(&config.upstreams, &settings.timeouts)
-            .with_metrics(metrics.upstreams(DEFAULT_POOL, &servers));
+        // The counters outlive a reload: they count the process.
+        let metrics = previous.map_or_else(
+            || Arc::new(Metrics::new(config.admin.is_some())),
+            |p| p.metrics.clone(),
+        );
+        let cookie = CookieCodec::new(&config.cookie);
+        let sessions = match previous {
+            Some(previous) => previous
+                .sessions
+                .with_cookie(cookie, config.cookie.persistent),
+            None => Sessions::new(
+                cookie,
+                Store::open(&config.store, settings.policy, settings.timeouts.store)?,
+                settings.policy,
+                config.store.on_error,
+            )
+            .persistent(config.cookie.persistent)
+            .with_metrics(metrics.clone()),
+        }
+        .max_per_user(config.session.max_per_user);
+        let keep = previous.map_or(&[][..], |p| &p.pools[..]);
+        let counted = |name: &str, pool: &crate::config::UpstreamsConfig, upstreams: Upstreams| {
+            let servers: Vec<String> = pool.servers.iter().map(|s| s.url.to_string()).collect();
+            Arc::new(upstreams.with_metrics(metrics.upstreams(name, &servers)))
+        };
+        let mut pools = vec![counted(
+            DEFAULT_POOL,
+            &config.upstreams,
+            Upstreams::build(
+                DEFAULT_POOL,
+                &config.upstreams,
+                None,
+                &settings.timeouts,
+                keep,
+            )
+            .map_err(BuildError::Tls)?,
+        )];
+        for (name, pool) in &config.upstreams.pools {
+            let inherited = config.upstreams.tls.as_ref();
+            let upstreams = Upstreams::build(name, pool, inherited, &settings.timeouts, keep)
+                .map_err(BuildError::Tls)?;
+            pools.push(counted(name, pool, upstreams));
+        }
+        let names: Vec<Arc<str>> = pools.iter().map(|p| p.name().clone()).collect();
         Ok(Gateway {
             sessions,
             names: SessionHeaders::new(&config.session.header_prefix),
             expose: Expose::new(&config.session.expose),
-            upstreams: Arc::new(upstreams),
-            tunnels: Tunnels::default(),
-            retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
-            body_idle: settings.timeouts.body_idle,
+            routes: Routes::new(&config.routes, &names),
+            pool_metrics: names.iter().map(|name| metrics.pool(name)).collect(),
             access_log: AccessLog::start(&config.log, metrics.clone()),
             metrics,
+            pools,
+            tunnels: previous.map_or_else(Tunnels::default, |p| p.tunnels.clone()),
+            retry_after: HeaderValue::from(config.store.retry_after.as_secs().max(1)),
+            body_idle: settings.timeouts.body_idle,
+            upkeep: CancellationToken::new(),
         })
     }
 
@@ -120,9 +182,41 @@ impl Gateway {
         &self.metrics
     }
 
-    /// The upstream pool (to run its health checks).
+    /// The default pool.
     pub fn upstreams(&self) -> &Arc<Upstreams> {
-        &self.upstreams
+        &self.pools[0]
+    }
+
+    /// Every pool, the default one first.
+    pub fn pools(&self) -> &[Arc<Upstreams>] {
+        &self.pools
+    }
+
+    /// Runs every pool's upkeep (idle sweeps, health checks) until `stop`
+    /// or until this gateway is [`retired`](Self::retire).
+    pub fn spawn_upkeep(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let (upkeep, stop) = (self.upkeep.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => upkeep.cancel(),
+                () = upkeep.cancelled() => {}
+            }
+        });
+        self.pools
+            .iter()
+            .map(|pool| tokio::spawn(pool.clone().check_health(self.upkeep.clone())))
+            .collect()
+    }
+
+    /// Stops this gateway's upkeep: a reload has replaced it (its requests
+    /// in flight still finish).
+    pub fn retire(&self) {
+        self.upkeep.cancel();
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// The open tunnels (to close them at shutdown).
@@ -154,7 +248,7 @@ impl Gateway {
             status: 0,
             bytes: 0,
             duration: Duration::ZERO,
-            pool: DEFAULT_POOL,
+            pool: self.pools[0].name().clone(),
             upstream: None,
             session: "none",
             sid_hash: None,
@@ -173,8 +267,8 @@ impl Gateway {
                 error.to_response(&self.retry_after)
             }
         };
-        self.metrics
-            .request(response.status().as_u16(), started.elapsed());
+        let pool = context.as_ref().map_or(0, |c| c.route.pool);
+        self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
         let (Some(log), Some(mut entry)) = (&self.access_log, entry) else {
             return response.map(Logged::plain);
         };
@@ -184,6 +278,7 @@ impl Gateway {
             entry.session = "unavailable";
         }
         if let Some(context) = context {
+            entry.pool = context.route.pool_name.clone();
             entry.host = context.host;
             if let Some(served_by) = context.upstream {
                 entry.upstream = Some(served_by.to_string());
@@ -210,14 +305,16 @@ impl Gateway {
         slot: &mut Option<RequestContext>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        let context = slot.insert(RequestContext::admit(&parts, client.clone())?);
+        let context = slot.insert(RequestContext::admit(&parts, client.clone(), &self.routes)?);
         // What hyper::upgrade::on takes from a request, taken from its parts.
         let client_upgrade = match context.upgrade {
             true => parts.extensions.remove::<OnUpgrade>(),
             false => None,
         };
         self.request_filter(&mut parts.headers, context);
-        context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        if context.route.sessions {
+            context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        }
         self.upstream_request(&mut parts.headers, context);
         // Only an idempotent request without a body may be sent a second
         // time after a failure; only then is a copy of its headers kept.
@@ -230,7 +327,7 @@ impl Gateway {
             body: RequestBody::new(body, self.body_idle),
             replay: replay.as_ref(),
         };
-        let mut response = self.upstreams.forward(outbound).await?;
+        let mut response = self.pools[context.route.pool].forward(outbound).await?;
         context.upstream = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
@@ -240,16 +337,15 @@ impl Gateway {
         };
         let (mut parts, body) = response.into_parts();
         let instructions = self.response_filter(&mut parts.headers, switching);
-        let cookie = self
-            .sessions
-            .commit(context.session(), instructions)
-            .await?;
-        self.finish(&mut parts.headers, cookie);
+        if let Some(session) = &context.session {
+            let cookie = self.sessions.commit(session, instructions).await?;
+            self.finish(&mut parts.headers, cookie);
+        }
         if let Some((client_side, upstream_side)) = tunnel {
             let counted = self.metrics.open(Protocol::Tunnel);
             self.tunnels.open(client_side, upstream_side, counted);
         }
-        debug!(status = %parts.status, session = ?context.session().status, "proxied");
+        debug!(status = %parts.status, session = ?context.session.as_ref().map(|s| s.status), pool = context.pool_name(), "proxied");
         Ok(Response::from_parts(
             parts,
             Either::Left(IdleBody::new(body, self.body_idle)),
@@ -259,14 +355,19 @@ impl Gateway {
     /// Phase 2: no client header with the session prefix survives, and the
     /// session cookie leaves the `Cookie` header; its sid, if verified,
     /// goes into the context.
+    /// On a route without sessions the cookie is removed unread.
     pub fn request_filter(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         self.names.strip(headers);
         self.expose.strip(headers);
-        let presented = self.sessions.cookie.take_from(headers);
-        if let Presented::Rejected(why) = presented {
-            self.metrics.cookie_rejected(why);
+        if context.route.sessions {
+            let presented = self.sessions.cookie.take_from(headers);
+            if let Presented::Rejected(why) = presented {
+                self.metrics.cookie_rejected(why);
+            }
+            context.presented = presented.sid();
+        } else {
+            self.sessions.cookie.remove_from(headers);
         }
-        context.presented = presented.sid();
     }
 
     /// Phase 4: the headers the backend receives.
@@ -278,7 +379,10 @@ impl Gateway {
             // HTTP/1.0 without Host: the forward phase names each server.
             None => headers.remove(HOST),
         };
-        let session = context.session();
+        // A route without sessions sends no session header at all.
+        let Some(session) = &context.session else {
+            return;
+        };
         let names = &self.names;
         let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
         headers.insert(names.id.clone(), sid);
@@ -333,6 +437,14 @@ impl Gateway {
             CookieChange::Set(sid) => {
                 headers.append(SET_COOKIE, codec.set_cookie(&sid));
             }
+            CookieChange::Persist { sid, expires_ms } => {
+                let left = expires_ms.saturating_sub(crate::session::store::epoch_ms()) / 1000;
+                let value = match left {
+                    0 => codec.expire_cookie(),
+                    secs => codec.persistent_cookie(&sid, secs),
+                };
+                headers.append(SET_COOKIE, value);
+            }
             CookieChange::Expire => {
                 headers.append(SET_COOKIE, codec.expire_cookie());
             }
@@ -375,7 +487,7 @@ mod tests {
 
     fn context(parts: &Parts) -> RequestContext {
         let client = Arc::new(Client::new("192.0.2.7:5000".parse().unwrap(), false));
-        RequestContext::admit(parts, client).unwrap()
+        RequestContext::admit(parts, client, &Routes::default()).unwrap()
     }
 
     #[test]
@@ -429,6 +541,7 @@ mod tests {
             json: Bytes::from_static(b"{\"user\":\"ada\"}"),
             created_ms: None,
             user: None,
+            persist: false,
         });
         gateway.upstream_request(&mut parts.headers, &context);
         let h = &parts.headers;
@@ -455,6 +568,34 @@ mod tests {
         assert_eq!(instructions.action, Some(crate::session::Action::Rotate));
         assert_eq!(instructions.changes.iter().count(), 2);
         assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-type"]);
+    }
+
+    #[test]
+    fn a_rebuilt_gateway_keeps_the_pools_of_unchanged_servers_and_its_store() {
+        let config = |servers: &str| {
+            let text = format!(
+                "[upstreams]\nservers = [{servers}]\n[upstreams.pools.assets]\nservers = [\"http://127.0.0.1:7\"]\n\
+                 [cookie]\nsecrets = [\"{SECRET}\"]\n[store]\nkind = \"memory\"\n"
+            );
+            Settings::new(Config::parse(&text, Path::new("test.toml")).unwrap())
+        };
+        let old = Gateway::new(&config("\"http://127.0.0.1:9\", \"http://127.0.0.1:8\"")).unwrap();
+        let new = Gateway::build(
+            &config("\"http://127.0.0.1:9\", \"http://127.0.0.1:6\""),
+            Some(&old),
+        )
+        .unwrap();
+        let url = |u: &str| u.parse::<crate::config::UpstreamUrl>().unwrap();
+        let kept = |u: &str, pool: usize| {
+            let before = old.pools()[pool].pool_of(&url(u)).unwrap();
+            let after = new.pools()[pool].pool_of(&url(u)).unwrap();
+            Arc::ptr_eq(before, after)
+        };
+        assert!(kept("http://127.0.0.1:9", 0));
+        assert!(kept("http://127.0.0.1:7", 1));
+        assert!(new.pools()[0].pool_of(&url("http://127.0.0.1:8")).is_none());
+        assert!(std::ptr::eq(old.sessions().store(), new.sessions().store()));
+        assert_eq!(&**new.pools()[1].name(), "assets");
     }
 
     #[test]

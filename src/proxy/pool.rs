@@ -37,6 +37,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// For an `https://` server: the verifying client configuration.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 struct Idle {
@@ -93,7 +95,31 @@ impl Pool {
             max_idle,
             idle_timeout,
             connect_timeout,
+            tls: None,
         }
+    }
+
+    /// The same pool speaking TLS to its server with `tls` (the URL's host
+    /// as SNI, its certificate verified).
+    pub fn with_tls(self, tls: Option<Arc<rustls::ClientConfig>>) -> Pool {
+        Pool { tls, ..self }
+    }
+
+    /// True when this pool can serve `server` as configured now: the same
+    /// URL and pool settings (a reload keeps such a pool and its
+    /// connections). An https pool is made again, as its roots are re-read.
+    pub fn serves(
+        &self,
+        server: &UpstreamUrl,
+        max_idle: usize,
+        idle: Duration,
+        connect: Duration,
+    ) -> bool {
+        self.server == *server
+            && !server.https
+            && self.max_idle == max_idle
+            && self.idle_timeout == idle
+            && self.connect_timeout == connect
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -176,9 +202,28 @@ impl Pool {
         )
         .await??;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let Some(tls) = &self.tls else {
+            return self.handshake(TokioIo::new(stream)).await;
+        };
+        let host = self.server.authority.host();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let stream = within(
+            "the TLS handshake upstream",
+            self.connect_timeout,
+            connector.connect(name, stream),
+        )
+        .await??;
+        self.handshake(TokioIo::new(stream)).await
+    }
+
+    async fn handshake<T>(&self, io: T) -> Result<Sender, ConnectError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::Builder::new().handshake(io).await?;
         let server = self.server.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {

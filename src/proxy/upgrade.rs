@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-/// The open tunnels.
-#[derive(Default)]
+/// The open tunnels (shared by the gateways a reload swaps in).
+#[derive(Default, Clone)]
 pub struct Tunnels {
     tracker: TaskTracker,
     closing: CancellationToken,

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::body::RequestBody;
 use super::pool::{Pool, PooledBody, Sent};
+use crate::config::tls::UpstreamTlsConfig;
 use crate::config::{HealthConfig, UpstreamUrl, UpstreamsConfig};
 use crate::error::{Kind, ProxyError};
 use crate::metrics::{UpstreamMetrics, UpstreamOutcome};
@@ -34,6 +35,9 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The upstream pool.
 pub struct Upstreams {
+    /// The pool's name: `default` for `[upstreams]`, else its
+    /// `[upstreams.pools.NAME]` (the `pool` label of metrics).
+    name: Arc<str>,
     servers: Vec<Peer>,
     /// One period of smooth weighted round-robin: indices into `servers`.
     schedule: Vec<usize>,
@@ -94,10 +98,44 @@ pub struct Outbound<'a> {
 }
 
 impl Upstreams {
-    /// Prepares the pool and its client.
+    /// Prepares the default pool and its client.
     pub fn new(config: &UpstreamsConfig, timeouts: &Timeouts) -> Upstreams {
+        Upstreams::build("default", config, None, timeouts, &[])
+            .expect("the CA file was read when the configuration was validated")
+    }
+
+    /// Prepares the pool `name`. Its https servers are verified against its
+    /// own `[…tls] ca`, else `inherited` (the default pool's), else the
+    /// system's roots. A server's connection pool in `keep` (the pools in
+    /// force before a reload) that still fits is kept, with its open
+    /// connections.
+    pub fn build(
+        name: &str,
+        config: &UpstreamsConfig,
+        inherited: Option<&UpstreamTlsConfig>,
+        timeouts: &Timeouts,
+        keep: &[Arc<Upstreams>],
+    ) -> Result<Upstreams, String> {
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
-        Upstreams {
+        let tls = match config.servers.iter().any(|s| s.url.https) {
+            true => Some(crate::tls::upstream_client(
+                config.tls.as_ref().or(inherited),
+            )?),
+            false => None,
+        };
+        let (max_idle, idle, connect) = (
+            config.max_idle_connections,
+            timeouts.upstream_idle,
+            timeouts.upstream_connect,
+        );
+        let kept = |url: &UpstreamUrl| {
+            keep.iter()
+                .flat_map(|upstreams| &upstreams.servers)
+                .find(|peer| peer.pool.serves(url, max_idle, idle, connect))
+                .map(|peer| peer.pool.clone())
+        };
+        Ok(Upstreams {
+            name: Arc::from(name),
             servers: config
                 .servers
                 .iter()
@@ -105,12 +143,12 @@ impl Upstreams {
                     url: s.url.clone(),
                     host: HeaderValue::from_str(s.url.authority.as_str())
                         .expect("an authority is a header value"),
-                    pool: Arc::new(Pool::new(
-                        s.url.clone(),
-                        config.max_idle_connections,
-                        timeouts.upstream_idle,
-                        timeouts.upstream_connect,
-                    )),
+                    pool: kept(&s.url).unwrap_or_else(|| {
+                        Arc::new(
+                            Pool::new(s.url.clone(), max_idle, idle, connect)
+                                .with_tls(tls.clone().filter(|_| s.url.https)),
+                        )
+                    }),
                     fails: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
                     checked_down: AtomicBool::new(false),
@@ -124,7 +162,20 @@ impl Upstreams {
             health: config.health.clone(),
             origin: Instant::now(),
             metrics: UpstreamMetrics::default(),
-        }
+        })
+    }
+
+    /// The pool's name (`default` for `[upstreams]`).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The connection pool of one of its servers.
+    pub fn pool_of(&self, url: &UpstreamUrl) -> Option<&Arc<Pool>> {
+        self.servers
+            .iter()
+            .find(|peer| peer.url == *url)
+            .map(|peer| &peer.pool)
     }
 
     /// Counts every attempt in `metrics` (made for these servers, in order).

@@ -170,6 +170,26 @@ impl CookieCodec {
     /// that verify must all name the same sid, otherwise none is used. Cookies
     /// that fail verification are ignored.
     pub fn take_from(&self, headers: &mut http::HeaderMap) -> Presented {
+        self.take(headers, true)
+    }
+
+    /// Removes the session cookie from a request's `Cookie` header fields
+    /// without reading it (a route without sessions): no HMAC is computed.
+    pub fn remove_from(&self, headers: &mut http::HeaderMap) {
+        self.take(headers, false);
+    }
+
+    /// A `Set-Cookie` value for this session that lasts `max_age_secs`
+    /// (`Max-Age`, RFC 6265 §5.2.2): a persistent cookie.
+    pub fn persistent_cookie(&self, sid: &Sid, max_age_secs: u64) -> HeaderValue {
+        let mut cookie = self.template.clone();
+        cookie.set_value(self.sign(sid));
+        let secs = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+        cookie.set_max_age(cookie::time::Duration::seconds(secs));
+        header_value(&cookie)
+    }
+
+    fn take(&self, headers: &mut http::HeaderMap, verify: bool) -> Presented {
         let mut presented = Presented::None;
         // Most requests either carry no session cookie or carry it in the
         // only Cookie field: look before taking anything apart.
@@ -201,6 +221,9 @@ impl CookieCodec {
                 let named = piece.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii);
                 if piece.contains(&b'=') && named == Some(self.name().as_bytes()) {
                     found_here = true;
+                    if !verify {
+                        continue;
+                    }
                     let value = std::str::from_utf8(piece)
                         .ok()
                         .and_then(|p| Cookie::parse(p).ok());

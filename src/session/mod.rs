@@ -1,7 +1,8 @@
 //! Sessions (SPEC §3-§6): what a request's cookie resolves to, and what a
-//! backend's response does to the session: updates, `rotate`, `destroy`;
-//! binding to a user and revoking a user's sessions are in `users.rs`
-//! (SPEC §12).
+//! backend's response does to the session: updates, `rotate`, `destroy`,
+//! `persist` (a persistent cookie, kept as `__persist`; actions may be
+//! comma-separated, as in `rotate, persist`); binding to a user and
+//! revoking a user's sessions are in `users.rs` (SPEC §12).
 //!
 //! [`Sessions::resolve`] is the load phase of a request, [`Sessions::commit`]
 //! the store phase of its response. Neither touches HTTP; the proxy moves
@@ -22,7 +23,7 @@ use tracing::warn;
 
 use self::codec::{Changes, UpdateError, session_size};
 use self::cookie::{CookieCodec, Sid};
-use self::store::{SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
+use self::store::{PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
 use crate::config::OnError;
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
 
@@ -61,6 +62,8 @@ pub struct Resolved {
     pub created_ms: Option<u64>,
     /// The user a stored session is bound to (`__user`, SPEC §12).
     pub user: Option<String>,
+    /// A stored session whose cookie is persistent (`__persist`).
+    pub persist: bool,
 }
 
 impl Resolved {
@@ -71,6 +74,7 @@ impl Resolved {
             json: Bytes::from_static(b"{}"),
             created_ms: None,
             user: None,
+            persist: false,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Instructions {
     /// `destroy-others` (or `destroy-all`, which also destroys this one):
     /// every other session of the same user ends.
     pub destroy_others: bool,
+    /// `X-Session-Action: persist`: the cookie becomes persistent.
+    pub persist: bool,
 }
 
 impl Instructions {
@@ -105,8 +111,8 @@ impl Instructions {
         actions: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Instructions, UpdateError> {
         let changes = codec::parse_updates(updates)?;
-        let (mut action, mut destroy_others) = (None, false);
-        // Several actions may share a header, comma-separated: `rotate, destroy-others`.
+        let (mut action, mut destroy_others, mut persist) = (None, false, false);
+        // Several actions may share a header, comma-separated: `rotate, persist`.
         for value in actions {
             let text = String::from_utf8_lossy(value);
             for one in text.split(',') {
@@ -115,6 +121,7 @@ impl Instructions {
                     "destroy" => action = Some(Action::Destroy),
                     "destroy-others" => destroy_others = true,
                     "destroy-all" => (action, destroy_others) = (Some(Action::Destroy), true),
+                    "persist" => persist = true,
                     _ => return Err(UpdateError::UnknownAction(text.into_owned())),
                 }
             }
@@ -124,6 +131,7 @@ impl Instructions {
             action,
             user: None,
             destroy_others,
+            persist,
         })
     }
 
@@ -133,6 +141,7 @@ impl Instructions {
             && self.action.is_none()
             && self.user.is_none()
             && !self.destroy_others
+            && !self.persist
     }
 }
 
@@ -143,6 +152,14 @@ pub enum CookieChange {
     Keep,
     /// Send a cookie for this (new) sid.
     Set(Sid),
+    /// Send a persistent cookie for this sid: its `Max-Age` runs to the
+    /// session's absolute deadline.
+    Persist {
+        /// The sid.
+        sid: Sid,
+        /// The session's absolute deadline, ms since the epoch.
+        expires_ms: u64,
+    },
     /// Expire the cookie.
     Expire,
 }
@@ -151,12 +168,14 @@ pub enum CookieChange {
 pub struct Sessions {
     /// Signs and verifies cookies.
     pub cookie: CookieCodec,
-    store: Store,
+    store: Arc<Store>,
     policy: SessionPolicy,
     on_error: OnError,
     /// `session.max_per_user` (0: no limit).
     max_per_user: usize,
     metrics: Arc<Metrics>,
+    /// `cookie.persistent`: every session's cookie carries `Max-Age`.
+    persistent: bool,
 }
 
 impl Sessions {
@@ -169,11 +188,32 @@ impl Sessions {
     ) -> Sessions {
         Sessions {
             cookie,
-            store,
+            store: Arc::new(store),
             policy,
             on_error,
             max_per_user: 0,
             metrics: Arc::new(Metrics::new(false)),
+            persistent: false,
+        }
+    }
+
+    /// Every session's cookie persistent (`cookie.persistent`), or not.
+    pub fn persistent(self, persistent: bool) -> Sessions {
+        Sessions { persistent, ..self }
+    }
+
+    /// The same store, policies and counters with another cookie codec (a
+    /// reload: new secrets or attributes; sessions and the store connection
+    /// stay).
+    pub fn with_cookie(&self, cookie: CookieCodec, persistent: bool) -> Sessions {
+        Sessions {
+            cookie,
+            store: self.store.clone(),
+            policy: self.policy,
+            on_error: self.on_error,
+            max_per_user: self.max_per_user,
+            metrics: self.metrics.clone(),
+            persistent,
         }
     }
 
@@ -222,6 +262,7 @@ impl Sessions {
                 json: Bytes::from(loaded.json),
                 created_ms: Some(loaded.created_ms),
                 user: loaded.user,
+                persist: loaded.persist,
             }),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
@@ -275,9 +316,13 @@ impl Sessions {
         instructions: Instructions,
     ) -> Result<CookieChange, StoreError> {
         let Instructions {
-            changes, action, ..
+            mut changes,
+            action,
+            persist,
+            ..
         } = instructions;
         let active = session.status == Status::Active;
+        let persist_now = persist && !session.persist;
         match action {
             Some(Action::Destroy) => {
                 if active {
@@ -287,13 +332,26 @@ impl Sessions {
                 }
                 Ok(CookieChange::Expire)
             }
-            Some(Action::Rotate) if active => self.rotate(&session.sid, &changes).await,
+            Some(Action::Rotate) if active => {
+                self.rotate(&session.sid, &changes, persist || session.persist)
+                    .await
+            }
             // A rotated session never keeps a sid that the backend has seen.
-            Some(Action::Rotate) => self.create(Sid::generate(), &changes).await,
+            Some(Action::Rotate) => self.create(Sid::generate(), &changes, persist).await,
             None if active => {
+                if persist_now {
+                    changes.set_meta(PERSIST_FIELD, "true");
+                }
                 let save =
                     self.save_indexed(&session.sid, SaveMode::Update, &changes, session.created_ms);
                 match self.timed(StoreOp::Save, save).await? {
+                    // Persistent from now on: the cookie says so at once.
+                    Saved::Stored if persist_now => {
+                        return Ok(CookieChange::Persist {
+                            sid: session.sid.clone(),
+                            expires_ms: self.deadline(session.created_ms),
+                        });
+                    }
                     Saved::Stored => {}
                     Saved::Gone => {
                         warn!("session ended before its update was stored; update dropped")
@@ -311,12 +369,26 @@ impl Sessions {
                 }
                 Ok(CookieChange::Keep)
             }
-            None => self.create(session.sid.clone(), &changes).await,
+            None => self.create(session.sid.clone(), &changes, persist).await,
         }
     }
 
-    /// Lazy creation: a session comes to exist only when something is set.
-    async fn create(&self, sid: Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+    /// The absolute deadline of a session created at `created_ms` (now
+    /// when unknown), ms since the epoch.
+    fn deadline(&self, created_ms: Option<u64>) -> u64 {
+        created_ms
+            .unwrap_or_else(store::epoch_ms)
+            .saturating_add(self.policy.absolute.as_millis() as u64)
+    }
+
+    /// Lazy creation: a session comes to exist only when something is set
+    /// (`persist` alone creates nothing).
+    async fn create(
+        &self,
+        sid: Sid,
+        changes: &Changes,
+        persist: bool,
+    ) -> Result<CookieChange, StoreError> {
         if !changes.sets_anything() {
             return Ok(CookieChange::Keep);
         }
@@ -327,16 +399,21 @@ impl Sessions {
             self.metrics.session(SessionEvent::UpdateRejected);
             return Ok(CookieChange::Keep);
         }
-        self.store_new(sid, changes, None).await
+        self.store_new(sid, changes, None, persist).await
     }
 
     /// Moves the session to a fresh sid: the old one is taken out of the
     /// store first (dead from then on), then its data, with this response's
     /// changes, is stored under the new sid with its original creation time.
-    async fn rotate(&self, old: &Sid, changes: &Changes) -> Result<CookieChange, StoreError> {
+    async fn rotate(
+        &self,
+        old: &Sid,
+        changes: &Changes,
+        persist: bool,
+    ) -> Result<CookieChange, StoreError> {
         let Some(taken) = self.timed(StoreOp::Rotate, self.store.take(old)).await? else {
             // The session ended meanwhile: only this response's changes remain.
-            return self.create(Sid::generate(), changes).await;
+            return self.create(Sid::generate(), changes, persist).await;
         };
         let mut fields = taken.fields.clone();
         changes.apply_to(&mut fields);
@@ -349,16 +426,29 @@ impl Sessions {
             Sid::generate(),
             &Changes::set_all(fields),
             Some(taken.created_ms),
+            persist,
         )
         .await
     }
 
+    /// Stores a new session; `persist` keeps `__persist` in it. Its cookie
+    /// is persistent when it persists or `cookie.persistent` is set.
     async fn store_new(
         &self,
         sid: Sid,
         changes: &Changes,
         created_ms: Option<u64>,
+        persist: bool,
     ) -> Result<CookieChange, StoreError> {
+        let mut with_meta;
+        let changes = match persist {
+            true => {
+                with_meta = changes.clone();
+                with_meta.set_meta(PERSIST_FIELD, "true");
+                &with_meta
+            }
+            false => changes,
+        };
         let save = self.save_indexed(&sid, SaveMode::Create { created_ms }, changes, None);
         match self.timed(StoreOp::Save, save).await? {
             Saved::Stored => {
@@ -366,7 +456,13 @@ impl Sessions {
                     None => SessionEvent::Created,
                     Some(_) => SessionEvent::Rotated,
                 });
-                Ok(CookieChange::Set(sid))
+                Ok(match persist || self.persistent {
+                    true => CookieChange::Persist {
+                        sid,
+                        expires_ms: self.deadline(created_ms),
+                    },
+                    false => CookieChange::Set(sid),
+                })
             }
             // A rotated session already past its absolute deadline.
             Saved::Gone => Ok(CookieChange::Expire),

@@ -65,7 +65,7 @@ impl Sessions {
         let destroyed = instructions.action == Some(Action::Destroy);
         let cookie = self.apply(session, instructions).await?;
         let kept = match &cookie {
-            CookieChange::Set(sid) => Some(sid),
+            CookieChange::Set(sid) | CookieChange::Persist { sid, .. } => Some(sid),
             CookieChange::Keep if active && !destroyed => Some(&session.sid),
             CookieChange::Keep | CookieChange::Expire => None,
         };

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{
-    BoundSession, Loaded, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
-    USER_FIELD, epoch_ms,
+    BoundSession, Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError,
+    TakenSession, USER_FIELD, epoch_ms,
 };
 use crate::session::codec::{Changes, encode_session, session_size};
 use crate::session::cookie::Sid;
@@ -121,6 +121,7 @@ impl SessionStore for MemoryStore {
             json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             created_ms: entry.created_ms,
             user: entry.fields.get(USER_FIELD).cloned(),
+            persist: entry.fields.contains_key(PERSIST_FIELD),
         }))
     }
 

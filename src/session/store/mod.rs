@@ -64,11 +64,17 @@ pub fn epoch_ms() -> u64 {
 pub struct Loaded {
     /// Its `X-Session` text.
     pub json: String,
-    /// Its creation time, ms since the epoch.
+    /// Its creation time, ms since the epoch (its absolute deadline is
+    /// this plus `absolute_timeout`).
     pub created_ms: u64,
     /// The user it is bound to (`__user`, SPEC §12), if any.
     pub user: Option<String>,
+    /// It carries `__persist`: its cookie is persistent.
+    pub persist: bool,
 }
+
+/// The metadata field that makes a session's cookie persistent.
+pub const PERSIST_FIELD: &str = "__persist";
 
 /// A session taken out of the store (see [`SessionStore::take`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +146,7 @@ pub enum StoreError {
 /// trip and touches one key.
 pub trait SessionStore {
     /// Loads a session's `X-Session` text (and its creation time and
-    /// `__user`) and pushes its expiry forward; `None` when there is no
+    /// `__user` and `__persist`) and pushes its expiry forward; `None` when there is no
     /// live session under this sid.
     fn load(&self, sid: &Sid) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
 

@@ -26,7 +26,9 @@ pub(super) mod users;
 
 use self::users::USER_FIELD;
 use super::link::Link;
-use super::{Loaded, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession};
+use super::{
+    Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
+};
 use crate::config::StoreConfig;
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
 use crate::session::cookie::Sid;
@@ -270,12 +272,13 @@ impl SessionStore for RedisStore {
         }
         // sessiongate stores printable ASCII only; anything else was written by
         // someone else and must not reach a header.
-        let (mut created_ms, mut user) = (0, None);
+        let (mut created_ms, mut user, mut persist) = (0, None, false);
         for pair in Fields(&reply) {
             let (field, value) = pair?;
             match field {
                 "__created" => created_ms = value.parse().unwrap_or(0),
                 USER_FIELD => user = Some(value.to_string()),
+                PERSIST_FIELD => persist = true,
                 _ => {}
             }
             if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -290,6 +293,7 @@ impl SessionStore for RedisStore {
             json: encode_session(fields),
             created_ms,
             user,
+            persist,
         }))
     }
 
