@@ -192,9 +192,21 @@ pub enum SessionEvent {
     Destroyed,
     /// A backend's update was refused (not an object, `__` key, too large).
     UpdateRejected,
+    /// A session was bound to a user (SPEC §12; no label says which).
+    Bound,
+    /// A session was ended because its user's sessions were: by
+    /// `destroy-others`, `session.max_per_user` or the admin API.
+    Revoked,
 }
 
-const SESSION_EVENTS: [&str; 4] = ["created", "rotated", "destroyed", "update_rejected"];
+const SESSION_EVENTS: [&str; 6] = [
+    "created",
+    "rotated",
+    "destroyed",
+    "update_rejected",
+    "bound",
+    "revoked",
+];
 
 /// A client connection's protocol, as the `protocol` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +227,7 @@ pub struct Metrics {
     default_pool: PoolMetrics,
     store: [[Counter; 3]; 5],
     store_duration: [Timing; 5],
-    sessions: [Counter; 4],
+    sessions: [Counter; 6],
     cookies_rejected: [Counter; 2],
     connections: [Gauge; 3],
     cache_lookups: [Counter; 2],
@@ -328,7 +340,12 @@ impl Metrics {
 
     /// A session event.
     pub fn session(&self, event: SessionEvent) {
-        self.sessions[event as usize].increment(1);
+        self.sessions_n(event, 1);
+    }
+
+    /// `n` session events at once (the sessions a revocation ended).
+    pub fn sessions_n(&self, event: SessionEvent, n: usize) {
+        self.sessions[event as usize].increment(n as u64);
     }
 
     /// A session cookie that was refused.

@@ -69,7 +69,10 @@ pub async fn handle<B>(sessions: &Sessions, request: &Request<B>) -> Option<Resp
                 Err(error) => unavailable(&error),
             },
             Method::DELETE => match sessions.store().revoke_user(&user, None).await {
-                Ok(destroyed) => reply(StatusCode::OK, json!({ "destroyed": destroyed })),
+                Ok(destroyed) => {
+                    sessions.revoked(destroyed);
+                    reply(StatusCode::OK, json!({ "destroyed": destroyed }))
+                }
                 Err(error) => unavailable(&error),
             },
             _ => not_allowed("GET, HEAD, DELETE"),
@@ -86,7 +89,10 @@ pub async fn handle<B>(sessions: &Sessions, request: &Request<B>) -> Option<Resp
         ));
     };
     Some(match sessions.store().revoke_sid(&sid).await {
-        Ok(true) => empty(StatusCode::NO_CONTENT),
+        Ok(true) => {
+            sessions.revoked(1);
+            empty(StatusCode::NO_CONTENT)
+        }
         Ok(false) => reply(StatusCode::NOT_FOUND, json!({"error": "no such session"})),
         Err(error) => unavailable(&error),
     })

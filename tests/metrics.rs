@@ -86,7 +86,14 @@ fn every_metric_of_the_contract_is_there_from_the_start_at_zero() {
         }
         zero("sessiongate_store_duration_seconds_count", &[("op", op)]);
     }
-    for event in ["created", "rotated", "destroyed", "update_rejected"] {
+    for event in [
+        "created",
+        "rotated",
+        "destroyed",
+        "update_rejected",
+        "bound",
+        "revoked",
+    ] {
         zero("sessiongate_sessions_total", &[("event", event)]);
     }
     for reason in ["malformed", "bad_signature"] {

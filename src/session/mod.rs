@@ -248,6 +248,12 @@ impl Sessions {
         &self.store
     }
 
+    /// Counts `n` sessions ended by a revocation outside a response (the
+    /// admin API's).
+    pub fn revoked(&self, n: usize) {
+        self.metrics.sessions_n(SessionEvent::Revoked, n);
+    }
+
     /// The load phase: the session of a verified sid, or a new one. Costs
     /// one store round trip when there is a verified sid, none otherwise.
     /// `Err` only under `fail_closed`.

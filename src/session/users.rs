@@ -16,6 +16,7 @@ use super::codec::{Changes, UpdateError};
 use super::cookie::Sid;
 use super::store::{SaveMode, Saved, SessionStore, StoreError, USER_FIELD, epoch_ms, valid_user};
 use super::{Action, CookieChange, Instructions, Resolved, Sessions, Status};
+use crate::metrics::SessionEvent;
 
 impl Instructions {
     /// Adds the response's `X-Session-User` values: one id of 1 to 256
@@ -78,18 +79,25 @@ impl Sessions {
             warn!(%error, "a user index entry could not be dropped; it is pruned later");
         }
         let user = binds.as_deref().or(bound);
+        if binds.is_some() && kept.is_some() {
+            self.metrics.session(SessionEvent::Bound);
+        }
         if destroy_others {
             match user {
                 Some(user) => {
-                    self.store.revoke_user(user, kept).await?;
+                    let revoked = self.store.revoke_user(user, kept).await?;
+                    self.metrics.sessions_n(SessionEvent::Revoked, revoked);
                 }
                 None => warn!("destroy-others or destroy-all on a session bound to no user"),
             }
         }
-        if let (Some(user), Some(kept), true) = (binds.as_deref(), kept, self.max_per_user > 0)
-            && let Err(error) = self.store.trim_user(user, kept, self.max_per_user).await
-        {
-            warn!(%error, "session.max_per_user could not be enforced for this login");
+        if let (Some(user), Some(kept), true) = (binds.as_deref(), kept, self.max_per_user > 0) {
+            match self.store.trim_user(user, kept, self.max_per_user).await {
+                Ok(trimmed) => self.metrics.sessions_n(SessionEvent::Revoked, trimmed),
+                Err(error) => {
+                    warn!(%error, "session.max_per_user could not be enforced for this login");
+                }
+            }
         }
         Ok(cookie)
     }
@@ -259,6 +267,37 @@ mod tests {
         );
         let bobs = sessions.store().sessions_of("bob").await.unwrap();
         assert_eq!(bobs.iter().map(|b| &b.sid).collect::<Vec<_>>(), [&bob]);
+    }
+
+    #[tokio::test]
+    async fn bindings_and_revocations_are_counted_with_no_user_in_a_label() {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(true));
+        let sessions = sessions(2).with_metrics(metrics.clone());
+        let mut sids = Vec::new();
+        for _ in 0..3 {
+            sids.push(login(&sessions, "ada-the-user").await);
+        }
+        // The third login trimmed one; destroy-others ends the second.
+        let this = sessions.resolve(Some(sids[2].clone())).await.unwrap();
+        sessions
+            .commit(&this, asks(&[], &["destroy-others"], &[]))
+            .await
+            .unwrap();
+        let text = metrics.render();
+        let count = |event: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!("sessiongate_sessions_total{{event=\"{event}\"}}"))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(count("bound").as_deref(), Some("3"), "{text}");
+        assert_eq!(count("revoked").as_deref(), Some("2"), "{text}");
+        assert!(
+            !text.contains("ada-the-user"),
+            "a user id in a label: {text}"
+        );
     }
 
     #[tokio::test]
