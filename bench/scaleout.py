@@ -19,6 +19,7 @@ are the CPU costs per request.
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,8 +51,22 @@ def redis_cli(port, *args):
                           capture_output=True, text=True, check=True).stdout
 
 
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
 def start_cluster(procs, work):
-    ports = [free_port() for _ in range(6)]
+    ports = [cluster_port() for _ in range(6)]
     for port in ports:
         node = os.path.join(work, f"node-{port}")
         os.makedirs(node)
