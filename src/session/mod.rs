@@ -497,10 +497,16 @@ mod tests {
     use crate::config::{CookieConfig, Secret, StoreConfig, StoreKind};
 
     fn sessions(on_error: OnError) -> Sessions {
+        in_memory(on_error, 64)
+    }
+
+    /// Sessions over a memory store (60 s idle, 1 h absolute) for unit
+    /// tests of the session phases.
+    pub(super) fn in_memory(on_error: OnError, max_bytes: usize) -> Sessions {
         let policy = SessionPolicy {
             idle: Duration::from_secs(60),
             absolute: Duration::from_secs(3600),
-            max_bytes: 64,
+            max_bytes,
         };
         let config = StoreConfig {
             kind: StoreKind::Memory,

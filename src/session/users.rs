@@ -139,29 +139,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{CookieConfig, OnError, Secret, StoreConfig, StoreKind};
-    use crate::session::cookie::CookieCodec;
-    use crate::session::store::{SessionPolicy, Store};
+    use crate::config::OnError;
 
     fn sessions(max_per_user: usize) -> Sessions {
-        let policy = SessionPolicy {
-            idle: Duration::from_secs(60),
-            absolute: Duration::from_secs(3600),
-            max_bytes: 1000,
-        };
-        let config = StoreConfig {
-            kind: StoreKind::Memory,
-            ..StoreConfig::default()
-        };
-        let secret = Secret::resolve("0123456789abcdef0123456789abcdef").unwrap();
-        let store = Store::open(&config, policy, Duration::from_secs(1)).unwrap();
-        Sessions::new(
-            CookieCodec::new(&CookieConfig::new(vec![secret])),
-            store,
-            policy,
-            OnError::FailClosed,
-        )
-        .max_per_user(max_per_user)
+        crate::session::tests::in_memory(OnError::FailClosed, 1000).max_per_user(max_per_user)
     }
 
     fn asks(
