@@ -233,22 +233,20 @@ fn distribution(delays: &mut [Duration]) -> String {
 }
 
 /// Commands sent between two readings, leaving out the admin listener's
-/// once-a-second PING and the touch (PEXPIREAT) that a miss a moment
-/// before may send off the request's path.
-fn commands_but_ping_and_touch(
+/// once-a-second PING.
+fn commands_but_ping(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> BTreeMap<String, u64> {
     let mut commands = Redis::commands_between(before, after);
     commands.remove("ping");
-    commands.remove("pexpireat");
     commands
 }
 
 // 1. A hot session.
 
-/// The commands one gate (no admin listener, so no PING) sends for `reads`
-/// requests of one session, after it was created and read once.
+/// The commands one gate (no admin listener) sends for `reads` requests of
+/// one session, after it was created and read once.
 async fn commands_of_reads(cache: Option<String>, reads: usize) -> BTreeMap<String, u64> {
     let rig = Rig::start(Options {
         cache,
@@ -270,9 +268,14 @@ async fn commands_of_reads(cache: Option<String>, reads: usize) -> BTreeMap<Stri
 }
 
 async fn hot_session_costs_at_most_five_round_trips_in_200_requests(mode: &str) {
-    let commands = commands_of_reads(Some(format!("mode = \"{mode}\"")), 200).await;
-    let all: u64 = commands.values().sum();
+    let mut commands = commands_of_reads(Some(format!("mode = \"{mode}\"")), 200).await;
     eprintln!("{mode}: 200 hot requests sent {commands:?}");
+    // The tracking connection's heartbeat PINGs come with time, not with
+    // requests: a slow machine must not fail this count.
+    commands.remove("ping");
+    // `round_trips` leaves out what scripts run inside Redis (HGETALL, …);
+    // the count of every command keeps plain reads from hiding there.
+    let all: u64 = commands.values().sum();
     assert!(
         Redis::round_trips(&commands) <= 5 && all <= 10,
         "200 requests of a hot session sent {commands:?}"
@@ -401,23 +404,33 @@ async fn update_rotate_and_destroy_through_gate_a_are_seen_by_gate_b_bcast_mode(
 
 // 3. An operator's changes.
 
-/// Requests `cookie` through every gate until each has answered from its
-/// cache (by its hit counter), within 5 s; each answer must satisfy `fresh`.
+/// Requests `cookie` through every gate, round after round, until a round
+/// in which every gate answered from its cache (by its hit counter) and
+/// Redis received no command but the admin PING; within 5 s. Each answer
+/// must satisfy `fresh`.
+///
+/// One round may not be enough: a touch (PEXPIREAT) modifies the key, so
+/// one gate's touch drops the other gates' copies.
 async fn until_cached_everywhere(rig: &Rig, cookie: &str, fresh: &dyn Fn(&Reply) -> bool) {
-    for (i, gate) in rig.gates.iter().enumerate() {
-        let started = Instant::now();
-        loop {
+    let started = Instant::now();
+    loop {
+        let before = rig.redis.command_stats();
+        let mut hits = Vec::new();
+        for (i, gate) in rig.gates.iter().enumerate() {
             let (hit, reply) = gate.get_counting_hit(cookie).await;
             assert!(fresh(&reply), "gate {i} answered {}", shown(&reply));
-            if hit {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "gate {i} did not answer from its cache within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            hits.push(hit);
         }
+        let commands = commands_but_ping(&before, &rig.redis.command_stats());
+        if commands.is_empty() && hits.iter().all(|hit| *hit) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "for 5 s no round of requests was answered from every gate's cache \
+             without Redis: last round's hits {hits:?}, commands {commands:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -452,18 +465,6 @@ async fn operator_del_and_hset_are_seen_by_both_gates(mode: &str) {
         let cookie = rig.a().create(&json!({"user": "ada"})).await;
         let active = |reply: &Reply| status(reply) == "active";
         until_cached_everywhere(&rig, &cookie, &active).await;
-        let before = rig.redis.command_stats();
-        for gate in &rig.gates {
-            assert_eq!(
-                gate.get(&cookie, &[]).await.session(),
-                json!({"user": "ada"})
-            );
-        }
-        let commands = commands_but_ping_and_touch(&before, &rig.redis.command_stats());
-        assert!(
-            commands.is_empty(),
-            "trial {trial}: warm requests through both gates sent {commands:?}"
-        );
         if trial.is_multiple_of(2) {
             let _: i64 = redis::cmd("HSET")
                 .arg(key(&cookie))
@@ -562,22 +563,27 @@ async fn after_client_kill_a_direct_change_is_never_masked(mode: &str) {
                 .clone()
         };
         let _: i64 = change.query(&mut redis).unwrap();
+        let (what, expected) = if deleted {
+            ("a DEL".to_string(), None)
+        } else {
+            (format!("an HSET of k={trial}"), Some(k.clone()))
+        };
+        let changed = |reply: &Reply| match &expected {
+            None => is_new(reply),
+            Some(k) => has("k", k.clone())(reply),
+        };
         for (i, gate) in rig.gates.iter().enumerate() {
             let reply = gate.get(&cookie, &[]).await;
-            assert!(
-                if deleted {
-                    is_new(&reply)
-                } else {
-                    has("k", k.clone())(&reply)
-                },
-                "trial {trial}: after CLIENT KILL of {killed:?} and a {}, gate {i} answered {}",
-                if deleted {
-                    "DEL".to_string()
-                } else {
-                    format!("HSET of k={trial}")
-                },
-                shown(&reply)
-            );
+            if !changed(&reply) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let later = gate.get(&cookie, &[]).await;
+                panic!(
+                    "trial {trial}: after CLIENT KILL of {killed:?} and {what}, gate {i} \
+                     answered {} (a stale copy); 300 ms later {}",
+                    shown(&reply),
+                    shown(&later)
+                );
+            }
         }
         if deleted {
             k = json!(-1);
@@ -700,6 +706,8 @@ async fn touches_never_push_a_session_past_its_absolute_deadline() {
     let created: u64 = rig.redis.hash(&key)["__created"].parse().unwrap();
     let absolute = created + ABSOLUTE_MS;
     let mut gone = None;
+    // (when, the stored expiry then), both in ms after creation.
+    let mut expiries: Vec<(u64, u64)> = Vec::new();
     while now_ms() < absolute + 1_000 {
         let sent = now_ms();
         let reply = gate.get(&cookie, &[]).await;
@@ -708,8 +716,10 @@ async fn touches_never_push_a_session_past_its_absolute_deadline() {
             assert_eq!(
                 status(&reply),
                 "active",
-                "in use, it ended {} ms after creation",
-                answered - created
+                "in use, it ended {} ms after creation; (ms after creation, stored expiry) \
+                 before: {:?}",
+                answered - created,
+                &expiries[expiries.len().saturating_sub(12)..]
             );
         }
         if sent > absolute + SLACK_MS {
@@ -723,6 +733,7 @@ async fn touches_never_push_a_session_past_its_absolute_deadline() {
         let ttl = pttl(&mut redis, &key);
         let at = now_ms();
         if ttl > 0 {
+            expiries.push((at - created, at + ttl as u64 - created));
             assert!(
                 at + ttl as u64 <= absolute + 50,
                 "the stored expiry is {} ms past the absolute deadline",
