@@ -474,6 +474,65 @@ async fn acl_user_with_minimal_rights() {
     }
 }
 
+/// `[store.cache]` under an ACL user with the documented rights (the
+/// minimal ones and `+client|tracking +pttl +pexpireat +multi +exec`):
+/// tracking comes up as that user, a touch goes out, an operator's `HSET`
+/// is seen, and Redis refused nothing (`ACL LOG` stays empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_with_the_cache_rights_tracks_and_touches() {
+    let user = "sg-cache-user";
+    let password = "Pw-0f-the-cache-user";
+    let acl = format!(
+        "{} +client|tracking +pttl +pexpireat +multi +exec",
+        minimal_acl(user, password)
+    );
+    let mut args = vec!["--user"];
+    args.extend(acl.split(' '));
+    let redis = Node::start("acl-cache", free_port(), &args);
+    let backend = Backend::start().await;
+    let gate = Gate::start(
+        &backend,
+        &format!(
+            "url = \"redis://127.0.0.1:{}/0\"\nusername = \"{user}\"\npassword = \"{password}\"\n\
+             timeout = \"500ms\"\n[store.cache]\ntouch_interval = \"1s\"",
+            redis.port
+        ),
+    )
+    .await;
+    let client = gate.client();
+    assert_eq!(client.update(1).await.status, StatusCode::OK);
+    let tracking = wait_for(Duration::from_secs(5), || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut redis.connection())
+            .unwrap_or_default();
+        clients
+            .lines()
+            .any(|l| l.contains("flags=t ") && l.contains(&format!("user={user}")))
+    });
+    assert!(tracking, "no tracking connection of the ACL user");
+    let n = |reply: Reply| reply.json()["n"].as_u64();
+    assert_eq!(n(client.get(&[]).await), Some(1));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(n(client.get(&[]).await), Some(1), "a hit, and a touch due");
+    let touched = wait_for(Duration::from_secs(3), || {
+        redis.info("commandstats").contains_key("cmdstat_exec")
+    });
+    assert!(touched, "no touch went out: {:?}", redis.info("commandstats"));
+    let key = redis.session_keys().pop().expect("the session's key");
+    redis.cmd(&["HSET", &key, "n", "7"]).expect("an operator's HSET");
+    let started = Instant::now();
+    while n(client.get(&[]).await) != Some(7) {
+        assert!(started.elapsed() < Duration::from_secs(2), "the HSET was not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = redis.cmd(&["ACL", "LOG"]).expect("ACL LOG");
+    assert!(
+        matches!(&log, redis::Value::Array(entries) if entries.is_empty()),
+        "Redis refused something: {log:?}"
+    );
+}
+
 /// Redis behind a real link (its own network namespace, a veth pair): the
 /// link goes down under load, and every request that needs the store is
 /// answered per `on_error` (503 under fail_closed) within `store.timeout`;
