@@ -27,15 +27,16 @@ workload, Redis round trips per request (INFO commandstats, the commands
 that only sessiongate's scripts run inside Redis left out, as
 tests/common/redis.rs counts), and Redis CPU per request (redis-server's
 utime + stime over the run). The report gives medians over rounds, of the
-ratios too. Allocations per request come from a separate, shorter run with
-perf uprobes on libc's malloc, calloc, realloc and posix_memalign (the
-probes slow every allocation down, so they never run during a measured
-round). It also checks that a request without a valid cookie costs Redis
+ratios too. A separate, shorter run of every target and workload counts
+allocations per request with perf uprobes on libc's malloc, calloc, realloc
+and posix_memalign, and Redis round trips exactly with MONITOR (both slow
+the process they watch, so neither runs during a measured round). It also checks that a request without a valid cookie costs Redis
 nothing, and measures memory per idle keep-alive connection.
 """
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -336,26 +338,72 @@ class Allocations:
     def remove(self):
         subprocess.run(["perf", "probe", "-q", "-d", f"{self.GROUP}:*"], capture_output=True)
 
-    def per_request(self, pids, url, seconds, script):
-        """Allocation calls per request of pids during a wrk run of `seconds`."""
+    def start(self, pids, seconds):
+        """Starts counting the allocations of pids for `seconds`; None if it cannot."""
         if self.why_not or not pids:
             return None
-        out_path = os.path.join(tempfile.gettempdir(), f"sgbench-perf-{os.getpid()}.txt")
+        out = tempfile.NamedTemporaryFile(prefix="sgbench-perf-", suffix=".txt", delete=False).name
         events = ",".join(f"{self.GROUP}:{f}" for f in self.FUNCTIONS)
-        perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out_path, "-e", events,
-                                 "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds + 1.5)],
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out, "-e", events,
+                                 "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)  # perf attaches
-        result = wrk(url, seconds, script=script)
+        return perf, out
+
+    def finish(self, counting):
+        """The calls counted, once the count has ended."""
+        if counting is None:
+            return None
+        perf, out = counting
         perf.wait()
         total = 0
-        with open(out_path) as f:
+        with open(out) as f:
             for line in f:
                 fields = line.split(",")
                 if len(fields) > 2 and fields[2].startswith(self.GROUP + ":") and fields[0].isdigit():
                     total += int(fields[0])
-        os.remove(out_path)
-        return total / max(result["requests"], 1)
+        os.remove(out)
+        return total
+
+
+class Monitor:
+    """Counts, with MONITOR, the commands clients send to a redis-server:
+    what a Lua script runs inside Redis shows as `[db lua]` and is left out.
+    Exact whatever the commands' names, but it slows Redis down, so it runs
+    only beside the allocation count, never in a measured round."""
+
+    CLIENT_LINE = re.compile(rb"^\d+\.\d+ \[\d+ (?!lua\])")
+
+    def __init__(self, port):
+        self.count = 0
+        self.proc = subprocess.Popen(["redis-cli", "-p", str(port), "MONITOR"], stdout=subprocess.PIPE)
+        self.proc.stdout.readline()  # OK
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            if self.CLIENT_LINE.match(line):
+                self.count += 1
+
+    def stop(self):
+        time.sleep(0.3)  # the last replies' commands reach the monitor
+        self.proc.terminate()
+        self.proc.wait()
+        self.reader.join(timeout=5)
+        return self.count
+
+
+def side_pass(target, workload, seconds, allocations):
+    """Allocations and exact Redis round trips per request, from one wrk run
+    of the workload with perf's uprobes and MONITOR attached."""
+    counting = allocations.start(target.pids(), seconds + 1.5)
+    monitor = Monitor(target.redis[0]) if target.redis else None
+    time.sleep(0.5)  # perf attaches
+    result = wrk(f"http://127.0.0.1:{target.port}/", seconds, script=target.scripts[workload])
+    requests = max(result["requests"], 1)
+    trips = monitor.stop() / requests if monitor else None
+    allocs = allocations.finish(counting)
+    return (None if allocs is None else allocs / requests), trips
 
 
 def idle_connections(port, pid, count, batch=100):
@@ -489,13 +537,15 @@ def main():
                     rounds[(name, workload)].append(result)
 
         allocations = Allocations()
-        allocs = {}
+        side = {}
         for workload, _ in WORKLOADS:
             for target in live:
                 if target.pid:
-                    allocs[(target.name, workload)] = allocations.per_request(
-                        target.pids(), f"http://127.0.0.1:{target.port}/", alloc_seconds,
-                        target.scripts[workload])
+                    side[(target.name, workload)] = side_pass(target, workload, alloc_seconds, allocations)
+                    allocs, trips = side[(target.name, workload)]
+                    show = lambda value, spec: "-" if value is None else format(value, spec)
+                    print(f"side pass, {workload}: {target.name}: allocations/req {show(allocs, '.1f')}, "
+                          f"redis trips/req by MONITOR {show(trips, '.3f')}", flush=True)
         print(f"allocations: {allocations.why_not or 'counted'}", flush=True)
 
         # Requests that must cost Redis nothing: no cookie, and a forged one.
@@ -525,7 +575,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     elapsed = time.time() - started
-    report(args, targets, rounds, allocs, allocations.why_not, zero, per_connection, nginx_per_connection,
+    report(args, targets, rounds, side, allocations.why_not, zero, per_connection, nginx_per_connection,
            idle_count, elapsed)
 
 
@@ -553,11 +603,11 @@ KEYS = ["rps", "p50", "p99", "cpu_us", "vs_nginx", "vs_lua", "p99_vs_nginx", "rs
         "redis_cpu_us", "redis_vs_sg", "errors"]
 
 
-def report(args, targets, rounds, allocs, allocs_why_not, zero, per_connection, nginx_per_connection,
+def report(args, targets, rounds, side, allocs_why_not, zero, per_connection, nginx_per_connection,
            idle_count, elapsed):
     med = {key: {k: median([r[k] for r in results]) for k in KEYS} for key, results in rounds.items()}
-    for key, value in allocs.items():
-        med[key]["allocs"] = value
+    for key, (allocs, trips) in side.items():
+        med[key]["allocs"], med[key]["monitor_trips"] = allocs, trips
 
     def fmt(value, spec):
         return "–" if value is None else format(value, spec)
@@ -586,14 +636,15 @@ def report(args, targets, rounds, allocs, allocs_why_not, zero, per_connection, 
             f"## {title[0].upper()}{title[1:]}",
             "",
             "| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx-rr | CPU vs nginx+Lua | "
-            "Redis round trips/req (all commands) | Redis CPU µs/req | allocations/req | peak RSS MiB | errors |",
+            "Redis round trips/req: rule / MONITOR (all commands) | Redis CPU µs/req | allocations/req | peak RSS MiB | errors |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for target in targets:
             if target.skipped:
                 continue
             m = med[(target.name, workload)]
-            redis = "–" if m["trips"] is None else f"{m['trips']:.3f} ({m['commands']:.2f})"
+            redis = ("–" if m["trips"] is None else
+                     f"{m['trips']:.3f} / {fmt(m.get('monitor_trips'), '.3f')} ({m['commands']:.2f})")
             lines.append(
                 f"| {target.name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {fmt(m['cpu_us'], '.1f')} | "
                 f"{fmt(m['vs_nginx'], '.2f')} | {fmt(m['vs_lua'], '.2f')} | {redis} | "
@@ -603,10 +654,12 @@ def report(args, targets, rounds, allocs, allocs_why_not, zero, per_connection, 
     lines += targets_section(targets, med, zero, per_connection, nginx_per_connection, idle_count)
     lines += [
         "How it is measured: CPU is the proxy's utime + stime from /proc over the run ÷ requests (nginx: "
-        "master and worker). Redis round trips are the commands clients sent, from INFO commandstats "
-        "of the target's own redis-server, leaving out the commands that only sessiongate's Lua "
-        "scripts run inside Redis (the rule of `round_trips` in tests/common/redis.rs); in brackets every "
-        "command counted. Redis CPU is that redis-server's utime + stime ÷ requests. Allocations: calls "
+        "master and worker). Redis round trips are the commands clients sent to the target's own "
+        "redis-server, counted twice: from INFO commandstats over the measured run, leaving out by name "
+        "the commands that only sessiongate's Lua scripts run inside Redis (the rule of `round_trips` in "
+        "tests/common/redis.rs), and exactly, whatever their names, with MONITOR (a script's own commands "
+        "show as `lua`) during the separate allocation run; the targets use MONITOR's. In brackets every "
+        "command commandstats counted, scripts' included. Redis CPU is that redis-server's utime + stime ÷ requests. Allocations: calls "
         "of libc's malloc, calloc, realloc and posix_memalign, counted with perf uprobes in a separate "
         "run of the same workload"
         + (f" (not counted in this run: {allocs_why_not})" if allocs_why_not else "")
@@ -644,6 +697,10 @@ def targets_section(targets, med, zero, per_connection, nginx_per_connection, id
     def f(value, spec=".2f"):
         return "–" if value is None else format(value, spec)
 
+    def trips(m):
+        """Round trips per request: MONITOR's exact count where there is one."""
+        return m["trips"] if m.get("monitor_trips") is None else m["monitor_trips"]
+
     lines = ["## Targets (issue 14)", ""]
     cached = [n for n in (SG_DEFAULT, SG_BCAST) if n in live]
     if not cached:
@@ -652,8 +709,8 @@ def targets_section(targets, med, zero, per_connection, nginx_per_connection, id
         for workload in ("hot", "random"):
             m = med[(name, workload)]
             lines += [
-                f"- {name}, {workload}: Redis round trips/req ≤ 0.02: {f(m['trips'], '.4f')}: "
-                f"{verdict(at_most(m['trips'], 0.02))}; Redis CPU ≤ 10% of no cache's: "
+                f"- {name}, {workload}: Redis round trips/req ≤ 0.02: {f(trips(m), '.4f')}: "
+                f"{verdict(at_most(trips(m), 0.02))}; Redis CPU ≤ 10% of no cache's: "
                 f"{f(m['redis_vs_sg'] and m['redis_vs_sg'] * 100, '.1f')}%: {verdict(at_most(m['redis_vs_sg'], 0.10))}; "
                 f"CPU ≤ 1.15× nginx-rr: {f(m['vs_nginx'])}×: {verdict(at_most(m['vs_nginx'], 1.15))}; "
                 f"CPU ≤ 0.6× nginx+Lua: {f(m['vs_lua'])}×: {verdict(at_most(m['vs_lua'], 0.6))}",
