@@ -360,7 +360,8 @@ class Allocations:
                 return
 
     def remove(self):
-        subprocess.run(["perf", "probe", "-q", "-d", f"{self.GROUP}:*"], capture_output=True)
+        if shutil.which("perf"):
+            subprocess.run(["perf", "probe", "-q", "-d", f"{self.GROUP}:*"], capture_output=True)
 
     def start(self, pids, seconds):
         """Starts counting the allocations of pids for `seconds`; None if it cannot."""
