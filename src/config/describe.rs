@@ -2,7 +2,7 @@
 //! a secret or a password.
 
 use super::duration::show;
-use super::{Config, OnError, StoreKind};
+use super::{Config, OnError, StoreKind, TrackingMode};
 
 impl Config {
     /// What the proxy would do with this configuration, for `check`.
@@ -44,7 +44,7 @@ impl Config {
         let store = match st.kind {
             StoreKind::Memory => "memory (this process only; sessions end when it exits)".into(),
             _ => format!(
-                "{}; keys {}<sid>, {}, call deadline {}{}",
+                "{}; keys {}<sid>, {}, call deadline {}{}{}",
                 st.target(),
                 st.key_prefix,
                 match st.on_error {
@@ -55,6 +55,18 @@ impl Config {
                 match st.wait_replicas {
                     0 => String::new(),
                     n => format!(", a write counts once {n} replica(s) hold it"),
+                },
+                match &st.cache {
+                    None => String::new(),
+                    Some(c) => format!(
+                        "; cache of {} sessions ({} tracking), touched at most every {}",
+                        c.max_entries,
+                        match c.mode {
+                            TrackingMode::Default => "default",
+                            TrackingMode::Bcast => "BCAST",
+                        },
+                        show(c.touch_interval)
+                    ),
                 },
             ),
         };

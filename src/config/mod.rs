@@ -2,7 +2,7 @@
 //! where a problem is in the file.
 //!
 //! - one file per section: [`server`] (and `[timeouts]`), [`upstreams`],
-//!   [`cookie`], [`session`], [`store`];
+//!   [`cookie`], [`session`], [`store`] (and [`cache`], `[store.cache]`);
 //! - [`secrets`]: inline, `env:NAME` or `file:/path`, with permission checks;
 //! - [`duration`]: `"750ms"`, `"30s"`, `"30m"`, `"24h"`;
 //! - `validate.rs`: rules across keys, and warnings;
@@ -14,6 +14,7 @@
 //! Secrets never appear in an error message or in [`Config::describe`].
 
 pub mod admin;
+pub mod cache;
 pub mod cookie;
 mod describe;
 pub mod duration;
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use self::admin::AdminConfig;
+pub use self::cache::{CacheConfig, TrackingMode};
 pub use self::cookie::{CookieConfig, SameSite};
 use self::locate::{key_at, line_col, span_of};
 pub use self::log::{AccessLogFormat, LogConfig, LogFormat};
@@ -204,6 +206,21 @@ mod tests {
         assert!(text.contains(SECRET));
         let config = Config::parse(&text, Path::new("config.toml")).unwrap();
         assert_eq!(config.upstreams.servers.len(), 2);
+    }
+
+    #[test]
+    fn a_touch_interval_not_shorter_than_the_idle_timeout_is_refused() {
+        let err = parse(&minimal(
+            "[session]\nidle_timeout = \"1m\"\n[store.cache]\ntouch_interval = \"1m\"\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("store.cache.touch_interval"), "{err}");
+        assert!(
+            err.contains("shorter than session.idle_timeout (1m)"),
+            "{err}"
+        );
+        let ok = "[session]\nidle_timeout = \"1m\"\n[store.cache]\ntouch_interval = \"59s\"\n";
+        assert!(parse(&minimal(ok)).is_ok());
     }
 
     #[test]

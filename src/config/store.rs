@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
+use super::cache::CacheConfig;
+
 /// `[store]`
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +36,8 @@ pub struct StoreConfig {
     pub wait_replicas: u32,
     /// `[store.tls]`: TLS to Redis, for every kind (also `rediss://` URLs).
     pub tls: Option<StoreTls>,
+    /// `[store.cache]`: a local cache of hot sessions (SPEC §11).
+    pub cache: Option<CacheConfig>,
     /// Prepended to every session key.
     pub key_prefix: String,
     /// What a request that needs the store gets when the store is down.
@@ -59,6 +63,7 @@ impl Default for StoreConfig {
             password: None,
             wait_replicas: 0,
             tls: None,
+            cache: None,
             key_prefix: "sg:".to_string(),
             on_error: OnError::FailClosed,
             timeout: Duration::from_secs(1),
@@ -81,6 +86,7 @@ impl fmt::Debug for StoreConfig {
             .field("password", &self.password)
             .field("wait_replicas", &self.wait_replicas)
             .field("tls", &self.tls)
+            .field("cache", &self.cache)
             .field("key_prefix", &self.key_prefix)
             .field("on_error", &self.on_error)
             .field("timeout", &self.timeout)
@@ -241,6 +247,9 @@ impl StoreConfig {
         if self.kind != StoreKind::Cluster {
             only("store.nodes", !self.nodes.is_empty(), "cluster")?;
         }
+        if let Some(cache) = &self.cache {
+            self.check_cache(cache)?;
+        }
         if self.username.is_some() && self.password.is_none() {
             return Err((
                 "store.username",
@@ -264,6 +273,37 @@ impl StoreConfig {
                         .map_err(|e| (key, format!("cannot read {}: {e}", path.display())))?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The rules of `[store.cache]`: a Redis it can track, over RESP3.
+    fn check_cache(&self, cache: &CacheConfig) -> Result<(), (&'static str, String)> {
+        match self.kind {
+            StoreKind::Memory => {
+                return Err((
+                    "store.cache",
+                    "is only used with kind = \"redis\" or \"sentinel\" (the memory store needs no cache)"
+                        .into(),
+                ));
+            }
+            StoreKind::Cluster => {
+                return Err((
+                    "store.cache",
+                    "is not available with kind = \"cluster\" yet; use kind = \"redis\" or \"sentinel\""
+                        .into(),
+                ));
+            }
+            StoreKind::Redis | StoreKind::Sentinel => {}
+        }
+        if cache.max_entries == 0 {
+            return Err(("store.cache.max_entries", "must be at least 1".into()));
+        }
+        if self.url.contains("protocol=resp2") || self.url.contains("protocol=2") {
+            return Err((
+                "store.cache",
+                "needs RESP3 (CLIENT TRACKING pushes); drop protocol= from store.url".into(),
+            ));
         }
         Ok(())
     }
@@ -455,5 +495,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read password file"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::TrackingMode;
+
+    fn store(text: &str) -> StoreConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_cache_table_turns_the_cache_on_with_its_defaults() {
+        assert!(store("").cache.is_none(), "off unless present");
+        let cache = store("[cache]").cache.unwrap();
+        assert_eq!(cache.max_entries, 100_000);
+        assert_eq!(cache.touch_interval, Duration::from_secs(60));
+        assert_eq!(cache.mode, TrackingMode::Default);
+        let cache = store("[cache]\nmax_entries = 10\ntouch_interval = \"5s\"\nmode = \"bcast\"")
+            .cache
+            .unwrap();
+        assert_eq!(
+            (cache.max_entries, cache.touch_interval, cache.mode),
+            (10, Duration::from_secs(5), TrackingMode::Bcast)
+        );
+    }
+
+    #[test]
+    fn a_cache_needs_a_redis_it_can_track() {
+        for text in [
+            "kind = \"memory\"\n[cache]",
+            "kind = \"cluster\"\nnodes = [\"redis://127.0.0.1:7000\"]\n[cache]",
+            "url = \"redis://127.0.0.1:6379/0?protocol=resp2\"\n[cache]",
+            "[cache]\nmax_entries = 0",
+        ] {
+            let (key, _) = store(text).check().unwrap_err();
+            assert!(key.starts_with("store.cache"), "{text}: {key}");
+        }
+        assert!(store("[cache]").check().is_ok());
     }
 }

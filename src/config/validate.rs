@@ -73,6 +73,17 @@ impl Config {
             ));
         }
         self.store.check()?;
+        if let Some(cache) = &self.store.cache
+            && cache.touch_interval >= self.session.idle_timeout
+        {
+            return Err((
+                "store.cache.touch_interval",
+                format!(
+                    "must be shorter than session.idle_timeout ({}): a session in use would expire",
+                    super::duration::show(self.session.idle_timeout)
+                ),
+            ));
+        }
         if let Some(admin) = &self.admin {
             admin.check(self.server.listen)?;
         }

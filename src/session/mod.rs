@@ -23,7 +23,9 @@ use tracing::warn;
 
 use self::codec::{Changes, UpdateError, session_size};
 use self::cookie::{CookieCodec, Sid};
-use self::store::{PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError};
+use self::store::{
+    Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, Store, StoreError,
+};
 use crate::config::OnError;
 use crate::metrics::{Metrics, SessionEvent, StoreOp};
 
@@ -265,15 +267,23 @@ impl Sessions {
         let Some(sid) = presented else {
             return Ok(Resolved::without_session(Sid::generate(), Status::New));
         };
+        let active = |sid, loaded: Loaded| Resolved {
+            sid,
+            status: Status::Active,
+            json: loaded.json,
+            created_ms: Some(loaded.created_ms),
+            user: loaded.user,
+            persist: loaded.persist,
+        };
+        if let Some(loaded) = self.store.cached(&sid) {
+            self.metrics.cache_lookup(true);
+            return Ok(active(sid, loaded));
+        }
+        if self.store.caches() {
+            self.metrics.cache_lookup(false);
+        }
         match self.timed(StoreOp::Load, self.store.load(&sid)).await {
-            Ok(Some(loaded)) => Ok(Resolved {
-                sid,
-                status: Status::Active,
-                json: Bytes::from(loaded.json),
-                created_ms: Some(loaded.created_ms),
-                user: loaded.user,
-                persist: loaded.persist,
-            }),
+            Ok(Some(loaded)) => Ok(active(sid, loaded)),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
             Err(error) if self.on_error == OnError::FailOpen => {

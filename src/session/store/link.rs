@@ -88,6 +88,33 @@ impl Link {
         }
     }
 
+    /// A client for the node that holds the sessions, for a connection of
+    /// the caller's own (the cache's tracking connection), and for a
+    /// Sentinel-watched master the generation to check it against with
+    /// [`Link::generation`]. A Cluster has no one such node.
+    pub(super) async fn tracking_client(&self) -> RedisResult<(redis::Client, Option<u64>)> {
+        match self {
+            Link::Node(_, client) => Ok((client.as_ref().clone(), None)),
+            Link::Sentinel(sentinel) => {
+                let (client, generation) = sentinel.master_client().await?;
+                Ok((client, Some(generation)))
+            }
+            Link::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Cluster has no single node to track",
+            ))),
+        }
+    }
+
+    /// For a Sentinel-watched master, the generation of the master in use
+    /// (`None` once it was left); `None` for the other kinds.
+    pub(super) fn generation(&self) -> Option<u64> {
+        match self {
+            Link::Sentinel(sentinel) => sentinel.generation(),
+            _ => None,
+        }
+    }
+
     /// Sends the commands of `pipeline` in one round trip (on a Cluster, to
     /// the node that holds their key) and returns each reply as it came,
     /// error replies included as `Value::ServerError`.

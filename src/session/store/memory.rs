@@ -118,7 +118,7 @@ impl SessionStore for MemoryStore {
         };
         entry.expires_ms = now + ttl;
         Ok(Some(Loaded {
-            json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).into(),
             created_ms: entry.created_ms,
             user: entry.fields.get(USER_FIELD).cloned(),
             persist: entry.fields.contains_key(PERSIST_FIELD),

@@ -9,15 +9,20 @@
 //!   Cluster;
 //! - `memory.rs`: the same semantics in this process's memory;
 //! - `users.rs`: the per-user index of bound sessions (SPEC §12), which
-//!   lists and revokes a user's sessions on either store.
+//!   lists and revokes a user's sessions on either store;
+//! - `cache.rs` and `tracking.rs`: with `[store.cache]` (SPEC §11), hot
+//!   sessions served from this process's memory, kept coherent by Redis's
+//!   `CLIENT TRACKING`.
 //!
 //! Every operation touches one key, so one Cluster slot: a session, or one
 //! user's index.
 
+mod cache;
 mod link;
 mod memory;
 mod redis;
 mod sentinel;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,7 +68,7 @@ pub fn epoch_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     /// Its `X-Session` text.
-    pub json: String,
+    pub json: bytes::Bytes,
     /// Its creation time, ms since the epoch (its absolute deadline is
     /// this plus `absolute_timeout`).
     pub created_ms: u64,
@@ -228,6 +233,20 @@ impl Store {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         crate::timeouts::within("a session store call", self.deadline, call).await?
+    }
+
+    /// The session of `sid` from this process's cache (`[store.cache]`),
+    /// without a round trip; `None` on a miss, or without a cache.
+    pub fn cached(&self, sid: &Sid) -> Option<Loaded> {
+        match &self.backend {
+            Backend::Redis(r) => r.cached(sid),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// Whether `[store.cache]` is on (lookups are counted).
+    pub fn caches(&self) -> bool {
+        matches!(&self.backend, Backend::Redis(r) if r.caches())
     }
 
     /// Checks that the store answers (used at start, to warn early).

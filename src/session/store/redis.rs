@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::{
@@ -25,17 +27,20 @@ use redis::{
 pub(super) mod users;
 
 use self::users::USER_FIELD;
+use super::cache::{Entry, SessionCache};
 use super::link::Link;
+use super::tracking::{Touch, Tracker};
 use super::{
     Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError, TakenSession,
+    epoch_ms,
 };
-use crate::config::StoreConfig;
+use crate::config::{CacheConfig, StoreConfig};
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
 use crate::session::cookie::Sid;
 
 /// Sessions in Redis.
 pub struct RedisStore {
-    link: Link,
+    link: Arc<Link>,
     /// With `wait_replicas`: the connection that writes and their `WAIT`s
     /// go over, so that a `WAIT` left waiting (a replica is missing) holds
     /// up other writes only, never a load.
@@ -47,6 +52,19 @@ pub struct RedisStore {
     load: Lua,
     save: Lua,
     take: Lua,
+    /// The cache's read, which pushes no expiry.
+    peek: Lua,
+    /// With `[store.cache]`.
+    cache: Option<Cached>,
+}
+
+/// The session cache and its tracking connection, started on first use
+/// (inside the runtime).
+struct Cached {
+    cache: Arc<SessionCache>,
+    config: CacheConfig,
+    deadline: Duration,
+    tracker: OnceLock<Tracker>,
 }
 
 /// `WAIT <replicas> <timeout_ms>`.
@@ -129,7 +147,7 @@ impl RedisStore {
         deadline: Duration,
     ) -> Result<RedisStore, StoreError> {
         Ok(RedisStore {
-            link: Link::open(config, deadline)?,
+            link: Arc::new(Link::open(config, deadline)?),
             writes: match config.wait_replicas {
                 0 => None,
                 _ => Some(Link::open(config, deadline)?),
@@ -147,7 +165,145 @@ impl RedisStore {
             load: Lua::new(include_str!("scripts/load.lua")),
             save: Lua::new(include_str!("scripts/save.lua")),
             take: Lua::new(include_str!("scripts/take.lua")),
+            peek: Lua::new(include_str!("scripts/peek.lua")),
+            cache: config.cache.as_ref().map(|cache| Cached {
+                cache: Arc::new(SessionCache::new(
+                    cache.max_entries,
+                    policy,
+                    cache.touch_interval.as_millis() as u64,
+                )),
+                config: cache.clone(),
+                deadline,
+                tracker: OnceLock::new(),
+            }),
         })
+    }
+
+    /// Whether `[store.cache]` is on.
+    pub fn caches(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The tracker of `cached`, started on first use.
+    fn tracker<'a>(&self, cached: &'a Cached) -> &'a Tracker {
+        cached.tracker.get_or_init(|| {
+            Tracker::start(
+                cached.cache.clone(),
+                self.link.clone(),
+                cached.config.mode,
+                self.key_prefix.clone(),
+                cached.deadline,
+            )
+        })
+    }
+
+    /// The session of `sid` from this process's cache, without a round
+    /// trip; its stored expiry is pushed if due (off this call's path).
+    pub fn cached(&self, sid: &Sid) -> Option<Loaded> {
+        let cached = self.cache.as_ref()?;
+        let tracker = self.tracker(cached);
+        let (entry, touch) = cached.cache.get(sid.as_str(), epoch_ms())?;
+        let loaded = entry.loaded.clone();
+        self.touch(tracker, sid, entry, touch);
+        Some(loaded)
+    }
+
+    fn touch(&self, tracker: &Tracker, sid: &Sid, entry: Arc<Entry>, deadline_ms: Option<u64>) {
+        if let Some(deadline_ms) = deadline_ms {
+            tracker.touch(Touch {
+                key: self.key(sid).to_string(),
+                deadline_ms,
+                entry,
+            });
+        }
+    }
+
+    /// A write that changes `sid`: this process's copy goes before it is
+    /// sent and again once it is answered, so that no read in flight
+    /// brings the old session back (read-your-writes on this process).
+    async fn changing<T>(&self, sid: &Sid, write: impl Future<Output = T>) -> T {
+        let forget = || {
+            if let Some(cached) = &self.cache {
+                cached.cache.invalidate(sid.as_str());
+            }
+        };
+        forget();
+        let result = write.await;
+        forget();
+        result
+    }
+
+    /// A miss while tracking is on: the session read without pushing its
+    /// expiry (in `default` mode over the tracking connection, so that
+    /// Redis tracks it), kept unless it changed meanwhile. If the tracking
+    /// connection fails under the read, the ordinary load answers.
+    async fn load_into_cache(
+        &self,
+        cached: &Cached,
+        tracker: &Tracker,
+        sid: &Sid,
+        ticket: super::cache::Ticket,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let read_ms = epoch_ms();
+        let call = self.peek.call(self.key(sid));
+        let reply = if tracker.reads_misses() {
+            let mut reply = tracker.query(&call).await;
+            if reply.as_ref().is_err_and(is_noscript) {
+                reply = tracker.query(&self.peek.eval(&call)).await;
+            }
+            match reply {
+                Ok(reply) => Ok(reply),
+                Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
+                    cached.cache.finish(sid.as_str(), ticket, None, read_ms);
+                    return self.load_and_extend(sid).await;
+                }
+                Err(error) => Err(StoreError::from(error)),
+            }
+        } else {
+            self.script(&self.peek, call).await
+        };
+        let peeked =
+            reply.and_then(|reply| peeked(&decode::<Vec<u8>>(reply)?, self.policy, read_ms));
+        let peeked = match peeked {
+            Ok(peeked) => peeked,
+            Err(error) => {
+                cached.cache.finish(sid.as_str(), ticket, None, read_ms);
+                return Err(error);
+            }
+        };
+        let (loaded, ttl_ms) = match peeked {
+            Peeked::Live(loaded, ttl_ms) => (loaded, ttl_ms),
+            Peeked::Missing => {
+                cached.cache.finish(sid.as_str(), ticket, None, read_ms);
+                return Ok(None);
+            }
+            // No expiry to trust (someone PERSISTed it): today's load sets one.
+            Peeked::Unbounded => {
+                cached.cache.finish(sid.as_str(), ticket, None, read_ms);
+                return self.load_and_extend(sid).await;
+            }
+        };
+        let entry = Entry::new(loaded, read_ms, ttl_ms);
+        let Some((entry, touch)) =
+            cached
+                .cache
+                .finish(sid.as_str(), ticket, Some(entry), epoch_ms())
+        else {
+            return Ok(None);
+        };
+        let loaded = entry.loaded.clone();
+        self.touch(tracker, sid, entry, touch);
+        Ok(Some(loaded))
+    }
+
+    /// Today's load, without the cache: the session, its expiry pushed, in
+    /// one script call.
+    async fn load_and_extend(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
+        let mut call = self.load.call(self.key(sid));
+        call.arg(self.policy.idle.as_millis() as u64)
+            .arg(self.policy.absolute.as_millis() as u64);
+        let reply: Vec<u8> = decode(self.script(&self.load, call).await?)?;
+        loaded(&reply)
     }
 
     fn key<'a>(&'a self, sid: &'a Sid) -> SessionKey<'a> {
@@ -261,40 +417,82 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-impl SessionStore for RedisStore {
-    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
-        let mut call = self.load.call(self.key(sid));
-        call.arg(self.policy.idle.as_millis() as u64)
-            .arg(self.policy.absolute.as_millis() as u64);
-        let reply: Vec<u8> = decode(self.script(&self.load, call).await?)?;
-        if reply.is_empty() {
+/// A session from the load script's reply (or the fields part of the peek
+/// script's); `None` for the empty reply.
+fn loaded(reply: &[u8]) -> Result<Option<Loaded>, StoreError> {
+    if reply.is_empty() {
+        return Ok(None);
+    }
+    // sessiongate stores printable ASCII only; anything else was written by
+    // someone else and must not reach a header.
+    let (mut created_ms, mut user, mut persist) = (0, None, false);
+    for pair in Fields(reply) {
+        let (field, value) = pair?;
+        match field {
+            "__created" => created_ms = value.parse().unwrap_or(0),
+            USER_FIELD => user = Some(value.to_string()),
+            PERSIST_FIELD => persist = true,
+            _ => {}
+        }
+        if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            tracing::error!(
+                "a stored session holds a value sessiongate did not write; ignoring it"
+            );
             return Ok(None);
         }
-        // sessiongate stores printable ASCII only; anything else was written by
-        // someone else and must not reach a header.
-        let (mut created_ms, mut user, mut persist) = (0, None, false);
-        for pair in Fields(&reply) {
-            let (field, value) = pair?;
-            match field {
-                "__created" => created_ms = value.parse().unwrap_or(0),
-                USER_FIELD => user = Some(value.to_string()),
-                PERSIST_FIELD => persist = true,
-                _ => {}
-            }
-            if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                tracing::error!(
-                    "a stored session holds a value sessiongate did not write; ignoring it"
-                );
-                return Ok(None);
+    }
+    let fields = Fields(reply).map(|pair| pair.expect("decoded once already"));
+    Ok(Some(Loaded {
+        json: encode_session(fields).into(),
+        created_ms,
+        user,
+        persist,
+    }))
+}
+
+/// What the peek script found.
+enum Peeked {
+    /// A live session and its remaining life in ms.
+    Live(Loaded, u64),
+    /// No live session (the load script's rules: no creation time, or past
+    /// the absolute deadline).
+    Missing,
+    /// A session without an expiry.
+    Unbounded,
+}
+
+/// The peek script's reply, read at `now_ms`.
+fn peeked(reply: &[u8], policy: SessionPolicy, now_ms: u64) -> Result<Peeked, StoreError> {
+    if reply.is_empty() {
+        return Ok(Peeked::Missing);
+    }
+    let bad = || StoreError::Protocol("a malformed peek reply".into());
+    let colon = reply.iter().position(|&b| b == b':').ok_or_else(bad)?;
+    let ttl: i64 = std::str::from_utf8(&reply[..colon])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    let Some(loaded) = loaded(&reply[colon + 1..])? else {
+        return Ok(Peeked::Missing);
+    };
+    if loaded.created_ms == 0 || policy.ttl_ms(loaded.created_ms, now_ms).is_none() {
+        return Ok(Peeked::Missing);
+    }
+    Ok(match u64::try_from(ttl) {
+        Ok(ttl) if ttl > 0 => Peeked::Live(loaded, ttl),
+        _ => Peeked::Unbounded,
+    })
+}
+
+impl SessionStore for RedisStore {
+    async fn load(&self, sid: &Sid) -> Result<Option<Loaded>, StoreError> {
+        if let Some(cached) = &self.cache {
+            let tracker = self.tracker(cached);
+            if let Some(ticket) = cached.cache.begin(sid.as_str()) {
+                return self.load_into_cache(cached, tracker, sid, ticket).await;
             }
         }
-        let fields = Fields(&reply).map(|pair| pair.expect("decoded once already"));
-        Ok(Some(Loaded {
-            json: encode_session(fields),
-            created_ms,
-            user,
-            persist,
-        }))
+        self.load_and_extend(sid).await
     }
 
     async fn save(
@@ -321,7 +519,10 @@ impl SessionStore for RedisStore {
         for (field, value) in changes.iter() {
             call.arg(field).arg(value.unwrap_or(""));
         }
-        let reply: String = decode(self.write(Some(&self.save), call).await?)?;
+        let reply: String = decode(
+            self.changing(sid, self.write(Some(&self.save), call))
+                .await?,
+        )?;
         match reply.as_str() {
             "ok" => Ok(Saved::Stored),
             "gone" => Ok(Saved::Gone),
@@ -338,7 +539,10 @@ impl SessionStore for RedisStore {
 
     async fn take(&self, sid: &Sid) -> Result<Option<TakenSession>, StoreError> {
         let call = self.take.call(self.key(sid));
-        let reply: Vec<u8> = decode(self.write(Some(&self.take), call).await?)?;
+        let reply: Vec<u8> = decode(
+            self.changing(sid, self.write(Some(&self.take), call))
+                .await?,
+        )?;
         let mut created_ms = None;
         let mut fields = BTreeMap::new();
         for pair in Fields(&reply) {
@@ -356,7 +560,7 @@ impl SessionStore for RedisStore {
     async fn destroy(&self, sid: &Sid) -> Result<(), StoreError> {
         let mut call = redis::cmd("DEL");
         call.arg(self.key(sid));
-        self.write(None, call).await?;
+        self.changing(sid, self.write(None, call)).await?;
         Ok(())
     }
 }

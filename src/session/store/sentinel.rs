@@ -57,6 +57,8 @@ struct Shared {
 struct Master {
     generation: u64,
     address: String,
+    /// How to reach it, for a connection of another's (the cache's tracking).
+    info: ConnectionInfo,
     connection: MultiplexedConnection,
     /// When it last answered anything, in ms of [`clock_ms`].
     last_answer: Arc<AtomicU64>,
@@ -122,6 +124,19 @@ impl SentinelLink {
             }
             return result;
         }
+    }
+
+    /// A client for the current master (resolved if need be) and the
+    /// generation it belongs to: while [`generation`](Self::generation)
+    /// still says the same, it is the master.
+    pub(super) async fn master_client(&self) -> RedisResult<(redis::Client, u64)> {
+        let master = self.shared.master().await?;
+        Ok((self.shared.access.client(master.info)?, master.generation))
+    }
+
+    /// The generation of the master in use; `None` once it was left.
+    pub(super) fn generation(&self) -> Option<u64> {
+        self.shared.current().map(|m| m.generation)
     }
 
     /// Sends a pipeline to the master in one round trip.
@@ -308,7 +323,7 @@ impl Shared {
         })?;
         let mut connection = self
             .access
-            .client(info)?
+            .client(info.clone())?
             .get_multiplexed_async_connection_with_config(
                 &AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.deadline))
@@ -329,6 +344,7 @@ impl Shared {
         Ok(Master {
             generation: self.generations.fetch_add(1, Ordering::Relaxed),
             address: format!("{host}:{port}"),
+            info,
             connection,
             last_answer: Arc::new(AtomicU64::new(clock_ms())),
         })
@@ -375,7 +391,7 @@ async fn watch(shared: Weak<Shared>) {
 }
 
 /// A task that ends when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

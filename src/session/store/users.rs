@@ -143,9 +143,8 @@ impl RedisStore {
 
     /// Deletes a session if it is bound to `user`; true if it was.
     async fn revoke_if_bound(&self, sid: &Sid, user: &str) -> Result<bool, StoreError> {
-        let reply = self
-            .write(Some(&BOUND), self.bound_call("revoke", sid, user))
-            .await?;
+        let revoke = self.write(Some(&BOUND), self.bound_call("revoke", sid, user));
+        let reply = self.changing(sid, revoke).await?;
         Ok(decode::<i64>(reply)? == 1)
     }
 

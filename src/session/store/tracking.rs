@@ -1,0 +1,276 @@
+//! The cache's tracking connection (SPEC §11): one RESP3 connection of its
+//! own to the node that holds the sessions, with `CLIENT TRACKING ON …
+//! NOLOOP`, and what travels over it.
+//!
+//! - Invalidations arrive on it as pushes and drop copies from the
+//!   [`SessionCache`]; a `FLUSHALL` (a null invalidation) drops them all.
+//! - When it breaks (a `CLIENT KILL`, Redis restarting, a PING unanswered
+//!   within the store deadline, a Sentinel failover), the cache goes dark at
+//!   once, and comes back, empty, only once tracking is on again.
+//! - In `default` mode the misses are read over it, so that Redis tracks
+//!   what this process holds; in `bcast` mode Redis announces every change
+//!   under `key_prefix`, and misses go over the ordinary connection.
+//! - Touches go over it in batches (one transaction of `PEXPIREAT … GT`
+//!   and `PTTL` for every touch waiting), off the requests' path; `NOLOOP`
+//!   keeps this process's own touches from invalidating its own copies.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, Value,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::cache::{Entry, SessionCache};
+use super::link::Link;
+use super::sentinel::AbortOnDrop;
+use crate::config::TrackingMode;
+
+/// How often the tracking connection is checked with a PING.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The most touches sent in one pipeline.
+const TOUCH_BATCH: usize = 256;
+
+/// A stored expiry to push: `PEXPIREAT <key> <deadline_ms> GT`.
+pub struct Touch {
+    /// The session's key.
+    pub key: String,
+    /// ms since the epoch.
+    pub deadline_ms: u64,
+    /// The copy whose deadline follows the push.
+    pub entry: Arc<Entry>,
+}
+
+/// The tracking connection's tasks, ended when this is dropped.
+pub struct Tracker {
+    shared: Arc<Shared>,
+    touches: mpsc::UnboundedSender<Touch>,
+    _tasks: [AbortOnDrop; 2],
+}
+
+struct Shared {
+    cache: Arc<SessionCache>,
+    link: Arc<Link>,
+    mode: TrackingMode,
+    key_prefix: String,
+    deadline: Duration,
+    /// The connection while tracking is on.
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Shared {
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_connection(&self, connection: Option<MultiplexedConnection>) {
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = connection;
+    }
+}
+
+impl Tracker {
+    /// Starts tracking for `cache` (it stays dark until tracking is on).
+    /// Must run inside the runtime.
+    pub fn start(
+        cache: Arc<SessionCache>,
+        link: Arc<Link>,
+        mode: TrackingMode,
+        key_prefix: String,
+        deadline: Duration,
+    ) -> Tracker {
+        let shared = Arc::new(Shared {
+            cache,
+            link,
+            mode,
+            key_prefix,
+            deadline,
+            connection: Mutex::new(None),
+        });
+        let (touches, waiting) = mpsc::unbounded_channel();
+        Tracker {
+            _tasks: [
+                AbortOnDrop(tokio::spawn(track(shared.clone()))),
+                AbortOnDrop(tokio::spawn(push_touches(shared.clone(), waiting))),
+            ],
+            shared,
+            touches,
+        }
+    }
+
+    /// Sends one command over the tracking connection (a miss, in
+    /// `default` mode); an error when tracking is not on.
+    pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let Some(mut connection) = self.shared.connection() else {
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "the tracking connection is down",
+            )));
+        };
+        cmd.query_async(&mut connection).await
+    }
+
+    /// Whether misses are read over the tracking connection.
+    pub fn reads_misses(&self) -> bool {
+        self.shared.mode == TrackingMode::Default
+    }
+
+    /// Queues a touch; it goes out with the next batch.
+    pub fn touch(&self, touch: Touch) {
+        let _ = self.touches.send(touch);
+    }
+}
+
+/// Keeps a tracking connection up for as long as the store lives: connect,
+/// turn tracking on, apply pushes; on any failure the cache goes dark and
+/// it starts again after a short, growing pause.
+async fn track(shared: Arc<Shared>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match tracked(&shared).await {
+            Ok(()) => pause = Duration::from_millis(50),
+            Err(error) => {
+                warn!(%error, "session cache: tracking connection failed; the cache is off until it is back");
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+        shared.cache.go_dark();
+        shared.set_connection(None);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// `call` under the store deadline.
+async fn within<T>(
+    deadline: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| RedisError::from((ErrorKind::Io, "no answer within the store deadline")))?
+}
+
+/// One tracking connection, from connecting until it breaks.
+async fn tracked(shared: &Shared) -> RedisResult<()> {
+    let deadline = shared.deadline;
+    let (client, generation) = within(deadline, shared.link.tracking_client()).await?;
+    let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.deadline))
+        .set_response_timeout(None)
+        .set_push_sender(pushes);
+    let mut connection = within(
+        deadline,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await?;
+    let mut on = redis::cmd("CLIENT");
+    on.arg("TRACKING").arg("ON");
+    if shared.mode == TrackingMode::Bcast {
+        on.arg("BCAST").arg("PREFIX").arg(&shared.key_prefix);
+    }
+    on.arg("NOLOOP");
+    within(deadline, on.query_async::<()>(&mut connection)).await?;
+    shared.set_connection(Some(connection.clone()));
+    shared.cache.go_live();
+    info!(mode = ?shared.mode, "session cache: tracking on");
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            push = pushed.recv() => match push {
+                Some(push) if apply(shared, &push) => {}
+                _ => {
+                    warn!("session cache: tracking connection lost; the cache is off until it is back");
+                    return Ok(());
+                }
+            },
+            _ = heartbeat.tick() => {
+                if generation.is_some() && shared.link.generation() != generation {
+                    info!("session cache: the master moved; tracking the new one");
+                    return Ok(());
+                }
+                within(deadline, redis::cmd("PING").query_async::<()>(&mut connection)).await?;
+            }
+        }
+    }
+}
+
+/// Applies one push to the cache; false when it says the connection is gone.
+fn apply(shared: &Shared, push: &PushInfo) -> bool {
+    match push.kind {
+        PushKind::Disconnection => false,
+        PushKind::Invalidate => {
+            for value in &push.data {
+                match value {
+                    Value::Array(keys) => {
+                        for key in keys {
+                            if let Value::BulkString(key) = key
+                                && let Some(sid) = key.strip_prefix(shared.key_prefix.as_bytes())
+                                && let Ok(sid) = std::str::from_utf8(sid)
+                            {
+                                shared.cache.invalidate(sid);
+                            }
+                        }
+                    }
+                    // Every key at once: FLUSHALL, FLUSHDB, or the tracking table overflowing.
+                    Value::Nil => shared.cache.flush(),
+                    other => debug!(?other, "session cache: an invalidation of an unknown shape"),
+                }
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+/// Sends the touches waiting, each batch one `MULTI … EXEC` over the
+/// tracking connection: `PEXPIREAT <key> <deadline> GT` then `PTTL <key>`
+/// per touch. The `PTTL` matters in `default` mode: a write by the tracking
+/// connection itself (`NOLOOP`) is not announced to it, but Redis stops
+/// tracking that key for it all the same; the read right behind it, in the
+/// same transaction so that no other write falls between, tracks it again.
+/// Its answer is the copy's new deadline.
+async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<Touch>) {
+    let mut batch = Vec::with_capacity(TOUCH_BATCH);
+    while waiting.recv_many(&mut batch, TOUCH_BATCH).await > 0 {
+        if let Some(mut connection) = shared.connection() {
+            let mut transaction = redis::pipe();
+            transaction.atomic();
+            for touch in &batch {
+                transaction
+                    .cmd("PEXPIREAT")
+                    .arg(&touch.key)
+                    .arg(touch.deadline_ms)
+                    .arg("GT")
+                    .cmd("PTTL")
+                    .arg(&touch.key);
+            }
+            let sent_ms = super::epoch_ms();
+            let sent = transaction.query_async::<Vec<Value>>(&mut connection);
+            match tokio::time::timeout(shared.deadline, sent).await {
+                Ok(Ok(replies)) => {
+                    for (touch, ttl) in batch.iter().zip(replies.chunks(2).map(|r| r.get(1))) {
+                        match ttl {
+                            Some(Value::Int(ttl)) if *ttl > 0 => {
+                                touch.entry.stored_deadline(sent_ms + *ttl as u64);
+                            }
+                            // Gone, or no longer expiring: an invalidation is on its way.
+                            _ => touch.entry.stored_deadline(0),
+                        }
+                    }
+                }
+                Ok(Err(error)) => debug!(%error, "session cache: touches failed"),
+                Err(_) => debug!("session cache: touches got no answer in time"),
+            }
+        }
+        // Without tracking the cache is dark: those copies are gone anyway.
+        batch.clear();
+    }
+}
