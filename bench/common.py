@@ -242,21 +242,38 @@ def login_cookie(port):
 def login_cookies(port, count, parallel=16):
     """`count` new sessions through the gate at port, `parallel` keep-alive
     connections at a time: their cookies (`sg_session=…`)."""
-    def some(n):
+    def cookie(response):
+        cookie = response.getheader("Set-Cookie").split(";")[0]
+        assert cookie.startswith("sg_session="), cookie
+        return cookie
+    return requests_in_parallel(port, [("/login", None)] * count, cookie, parallel)
+
+
+def read_sessions(port, cookies, parallel=16):
+    """One GET / with each cookie (a cache's warm-up): the statuses."""
+    return requests_in_parallel(port, [("/", c) for c in cookies], lambda r: r.status, parallel)
+
+
+def requests_in_parallel(port, requests, answer, parallel):
+    """GETs of (path, cookie or None) over `parallel` keep-alive connections:
+    answer(response) of each, in order."""
+    def some(part):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        cookies = []
-        for _ in range(n):
-            connection.request("GET", "/login")
+        answers = []
+        for path, cookie in part:
+            connection.request("GET", path, headers={"Cookie": cookie} if cookie else {})
             response = connection.getresponse()
             response.read()
-            cookie = response.getheader("Set-Cookie").split(";")[0]
-            assert cookie.startswith("sg_session="), cookie
-            cookies.append(cookie)
+            answers.append(answer(response))
         connection.close()
-        return cookies
-    shares = [count // parallel + (1 if i < count % parallel else 0) for i in range(parallel)]
+        return answers
+    parts = [requests[i::parallel] for i in range(parallel)]
     with ThreadPoolExecutor(parallel) as pool:
-        return [c for part in pool.map(some, shares) for c in part]
+        answered = list(pool.map(some, parts))
+    ordered = [None] * len(requests)
+    for i, part in enumerate(answered):
+        ordered[i::parallel] = part
+    return ordered
 
 
 def machine():
