@@ -6,7 +6,7 @@
 # 127.0.0.1 only. Installs nothing: it says what is missing. Results go to
 # bench/RESULTS.md.
 #
-#   bench/run.sh              # 5 rounds of 6 s per target and workload (about 16 minutes)
+#   bench/run.sh              # 5 rounds of 6 s per target and workload (about 17 minutes)
 #   bench/run.sh --quick      # 1 round of 2 s, a smoke test (under 3 minutes);
 #                             # prints its report, writes it only with --out FILE
 #
