@@ -108,6 +108,88 @@ async fn cluster_master_lost_and_replica_promoted() {
     }
 }
 
+/// `[store.cache]` on a Cluster: one tracking connection per master (BCAST).
+/// Two gates hold every session; a change through one gate, and an
+/// operator's `HSET` on the master that holds the key, reach the other;
+/// after a master is killed and its replica promoted, a write on the new
+/// master is seen by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_with_the_cache_sees_every_change_across_a_failover() {
+    let mut cluster = Cluster::start();
+    let backend = Backend::start().await;
+    let store = format!(
+        "kind = \"cluster\"\nnodes = [{}]\ntimeout = \"500ms\"\nretry_after = \"1s\"\n\
+         [store.cache]\nmode = \"bcast\"",
+        cluster.seeds()
+    );
+    let a = Gate::start(&backend, &store).await;
+    let b = Gate::start(&backend, &store).await;
+    let mut pairs = Vec::new();
+    for _ in 0..24 {
+        let on_a = a.client();
+        assert_eq!(on_a.update(1).await.status, StatusCode::OK);
+        pairs.push((on_a.through(&b), on_a));
+    }
+    // Wait for both gates to hold every session (tracking starts with the first request).
+    let n = |reply: Reply| reply.json().get("n").and_then(|n| n.as_u64());
+    let seen_everywhere = |value: u64, pairs: &[(Client, Client)]| {
+        let pairs = pairs.to_vec();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            'again: loop {
+                for (on_b, on_a) in &pairs {
+                    for client in [on_a, on_b] {
+                        if n(client.get(&[]).await) != Some(value) {
+                            assert!(Instant::now() < deadline, "a gate still serves an old n");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue 'again;
+                        }
+                    }
+                }
+                return;
+            }
+        }
+    };
+    seen_everywhere(1, &pairs).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Through gate A, seen by gate B.
+    for (_, on_a) in &pairs {
+        assert_eq!(on_a.update(2).await.status, StatusCode::OK);
+    }
+    seen_everywhere(2, &pairs).await;
+
+    // An operator's HSET, on the master that holds each key.
+    let write_on_masters = |cluster: &Cluster, value: u64| {
+        for m in cluster.masters() {
+            for key in cluster.nodes[m].session_keys() {
+                cluster.nodes[m]
+                    .cmd(&["HSET", &key, "n", &value.to_string()])
+                    .expect("HSET on the key's master");
+            }
+        }
+    };
+    write_on_masters(&cluster, 3);
+    seen_everywhere(3, &pairs).await;
+
+    // A master dies; its replica takes over; a write there is seen too.
+    let victim = cluster.masters()[0];
+    let heir = cluster
+        .replica_of(victim)
+        .expect("the victim has a replica");
+    cluster.nodes[victim].kill();
+    let promoted = wait_for(Duration::from_secs(15), || {
+        cluster.nodes[heir]
+            .info("replication")
+            .get("role")
+            .map(String::as_str)
+            == Some("master")
+    });
+    assert!(promoted, "the replica was not promoted");
+    write_on_masters(&cluster, 4);
+    seen_everywhere(4, &pairs).await;
+}
+
 /// The 503s of `outcomes` that fall outside every `(from, to)` window, and
 /// any status other than 200 and 503.
 fn unexpected(outcomes: &[Outcome], windows: &[(Instant, Instant)]) -> Vec<String> {
@@ -130,12 +212,24 @@ fn unexpected(outcomes: &[Outcome], windows: &[(Instant, Instant)]) -> Vec<Strin
 /// windows, and with `wait_replicas = 1` no acknowledged update is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_and_master_killed() {
+    sentinel_failover("").await;
+}
+
+/// The same with `[store.cache]`: the tracking connection follows the
+/// master, and no cached copy from before a failover masks a later write
+/// (the final reads, served from the cache, find every acknowledged update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_with_the_cache_serves_no_stale_session() {
+    sentinel_failover("\n[store.cache]\ntouch_interval = \"1s\"").await;
+}
+
+async fn sentinel_failover(cache: &str) {
     let mut group = SentinelGroup::start();
     let backend = Backend::start().await;
     let gate = Gate::start(
         &backend,
         &format!(
-            "kind = \"sentinel\"\nsentinels = [{}]\nmaster = \"sessions\"\nwait_replicas = 1\ntimeout = \"500ms\"\nretry_after = \"1s\"",
+            "kind = \"sentinel\"\nsentinels = [{}]\nmaster = \"sessions\"\nwait_replicas = 1\ntimeout = \"500ms\"\nretry_after = \"1s\"{cache}",
             group.sentinel_urls()
         ),
     )

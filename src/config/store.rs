@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::cache::CacheConfig;
+use super::cache::{CacheConfig, TrackingMode};
 
 /// `[store]`
 #[derive(Clone, Deserialize)]
@@ -277,24 +277,26 @@ impl StoreConfig {
         Ok(())
     }
 
-    /// The rules of `[store.cache]`: a Redis it can track, over RESP3.
+    /// The rules of `[store.cache]`: a Redis it can track, over RESP3 (a
+    /// Cluster in `bcast` mode).
     fn check_cache(&self, cache: &CacheConfig) -> Result<(), (&'static str, String)> {
         match self.kind {
             StoreKind::Memory => {
                 return Err((
                     "store.cache",
-                    "is only used with kind = \"redis\" or \"sentinel\" (the memory store needs no cache)"
+                    "is only used with kind = \"redis\", \"sentinel\" or \"cluster\" (the memory store needs no cache)"
                         .into(),
                 ));
             }
-            StoreKind::Cluster => {
+            StoreKind::Cluster if cache.mode != TrackingMode::Bcast => {
                 return Err((
-                    "store.cache",
-                    "is not available with kind = \"cluster\" yet; use kind = \"redis\" or \"sentinel\""
+                    "store.cache.mode",
+                    "kind = \"cluster\" needs mode = \"bcast\" (each master announces every change \
+                     under key_prefix to its own tracking connection)"
                         .into(),
                 ));
             }
-            StoreKind::Redis | StoreKind::Sentinel => {}
+            StoreKind::Redis | StoreKind::Sentinel | StoreKind::Cluster => {}
         }
         if cache.max_entries == 0 {
             return Err(("store.cache.max_entries", "must be at least 1".into()));
@@ -530,6 +532,7 @@ mod cache_tests {
         for text in [
             "kind = \"memory\"\n[cache]",
             "kind = \"cluster\"\nnodes = [\"redis://127.0.0.1:7000\"]\n[cache]",
+            "kind = \"cluster\"\nnodes = [\"redis://127.0.0.1:7000\"]\n[cache]\nmode = \"default\"",
             "url = \"redis://127.0.0.1:6379/0?protocol=resp2\"\n[cache]",
             "[cache]\nmax_entries = 0",
         ] {
@@ -537,5 +540,8 @@ mod cache_tests {
             assert!(key.starts_with("store.cache"), "{text}: {key}");
         }
         assert!(store("[cache]").check().is_ok());
+        let cluster =
+            "kind = \"cluster\"\nnodes = [\"redis://127.0.0.1:7000\"]\n[cache]\nmode = \"bcast\"";
+        assert!(store(cluster).check().is_ok());
     }
 }

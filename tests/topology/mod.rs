@@ -632,6 +632,14 @@ impl Client {
             .await
     }
 
+    /// A client of `gate` with this one's cookie (the same session through
+    /// another instance).
+    pub fn through(&self, gate: &Gate) -> Client {
+        let other = Client::new(gate.addr);
+        *other.cookie.lock().unwrap() = self.cookie();
+        other
+    }
+
     /// The sid of its cookie.
     pub fn sid(&self) -> Option<String> {
         self.cookie()

@@ -118,12 +118,19 @@ impl SessionCache {
 
     /// The deadline to push `entry`'s stored expiry to, if a push is due
     /// at `now_ms`: the stored deadline lags a fresh push by the touch
-    /// interval or more, a push would move it, and none was asked for
-    /// within the interval.
+    /// interval or more (or a fresh push would reach the absolute deadline,
+    /// and the stored one is short of it), and none was asked for within
+    /// the interval.
     fn touch_due(&self, entry: &Entry, now_ms: u64) -> Option<u64> {
-        let deadline = now_ms + self.policy.ttl_ms(entry.loaded.created_ms, now_ms)?;
+        let ttl = self.policy.ttl_ms(entry.loaded.created_ms, now_ms)?;
+        let deadline = now_ms + ttl;
+        let capped = ttl < self.policy.idle.as_millis() as u64;
         let expires = entry.expires_ms.load(Ordering::Relaxed);
-        if expires.saturating_add(self.touch_interval_ms) > deadline {
+        let lags = match capped {
+            true => expires < deadline,
+            false => expires.saturating_add(self.touch_interval_ms) <= deadline,
+        };
+        if !lags {
             return None;
         }
         let asked = entry.touch_asked_ms.load(Ordering::Relaxed);
@@ -314,14 +321,27 @@ mod tests {
     }
 
     #[test]
-    fn a_touch_never_pushes_past_the_absolute_deadline() {
+    fn near_the_absolute_deadline_one_touch_pushes_to_it_and_never_past() {
         let cache = cache(10);
         let absolute = 10 * IDLE;
+        // Read with an idle timeout's life left, a touch interval before
+        // the push would be capped.
+        let read_at = absolute - IDLE - TOUCH / 2;
         let ticket = cache.begin("a").unwrap();
-        let near_end = absolute - IDLE / 2;
-        cache.finish("a", ticket, Some(entry("{}", near_end, IDLE / 2)), near_end);
-        let later = near_end + TOUCH;
-        assert_eq!(cache.get("a", later).unwrap().1, None, "nothing to push");
+        cache.finish("a", ticket, Some(entry("{}", read_at, IDLE)), read_at);
+        let (entry, touch) = cache.get("a", read_at + TOUCH / 2 + 1).unwrap();
+        assert_eq!(
+            touch,
+            Some(absolute),
+            "a push short of the interval, to the cap"
+        );
+        entry.stored_deadline(absolute);
+        let later = read_at + 3 * TOUCH;
+        assert_eq!(
+            cache.get("a", later).unwrap().1,
+            None,
+            "nothing left to push"
+        );
     }
 
     #[test]

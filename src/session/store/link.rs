@@ -88,31 +88,65 @@ impl Link {
         }
     }
 
-    /// A client for the node that holds the sessions, for a connection of
-    /// the caller's own (the cache's tracking connection), and for a
-    /// Sentinel-watched master the generation to check it against with
-    /// [`Link::generation`]. A Cluster has no one such node.
-    pub(super) async fn tracking_client(&self) -> RedisResult<(redis::Client, Option<u64>)> {
-        match self {
-            Link::Node(_, client) => Ok((client.as_ref().clone(), None)),
+    /// The nodes that hold the sessions, for connections of the caller's
+    /// own (the cache's tracking): one node, the master the sentinels name,
+    /// or every master of a Cluster. [`Link::still_holds`] says when they
+    /// no longer are.
+    pub(super) async fn session_nodes(&self) -> RedisResult<SessionNodes> {
+        Ok(match self {
+            Link::Node(_, client) => SessionNodes {
+                clients: vec![client.as_ref().clone()],
+                generation: None,
+                masters: Vec::new(),
+            },
             Link::Sentinel(sentinel) => {
                 let (client, generation) = sentinel.master_client().await?;
-                Ok((client, Some(generation)))
+                SessionNodes {
+                    clients: vec![client],
+                    generation: Some(generation),
+                    masters: Vec::new(),
+                }
             }
-            Link::Cluster(_) => Err(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "a Cluster has no single node to track",
-            ))),
-        }
+            Link::Cluster(cluster) => {
+                let masters = cluster.masters().await?;
+                let clients = masters
+                    .iter()
+                    .map(|address| {
+                        let info = cluster
+                            .access
+                            .node_info(&format!("{}://{address}", cluster.scheme));
+                        let info = info.map_err(|e| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::InvalidClientConfig,
+                                "a cluster master",
+                                e.to_string(),
+                            ))
+                        })?;
+                        cluster.access.client(info)
+                    })
+                    .collect::<RedisResult<Vec<_>>>()?;
+                SessionNodes {
+                    clients,
+                    generation: None,
+                    masters,
+                }
+            }
+        })
     }
 
-    /// For a Sentinel-watched master, the generation of the master in use
-    /// (`None` once it was left); `None` for the other kinds.
-    pub(super) fn generation(&self) -> Option<u64> {
-        match self {
-            Link::Sentinel(sentinel) => sentinel.generation(),
-            _ => None,
-        }
+    /// Whether this is a Cluster (its keys live on several masters).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Link::Cluster(_))
+    }
+
+    /// Whether `nodes` still are the nodes that hold the sessions: the same
+    /// Sentinel master, the same Cluster masters (one round trip).
+    pub(super) async fn still_holds(&self, nodes: &SessionNodes) -> RedisResult<bool> {
+        Ok(match self {
+            Link::Node(..) => true,
+            Link::Sentinel(sentinel) => sentinel.generation() == nodes.generation,
+            Link::Cluster(cluster) => cluster.masters().await? == nodes.masters,
+        })
     }
 
     /// Sends the commands of `pipeline` in one round trip (on a Cluster, to
@@ -134,11 +168,25 @@ impl Link {
     }
 }
 
+/// The nodes that hold the sessions (see [`Link::session_nodes`]).
+pub(super) struct SessionNodes {
+    /// A client for each.
+    pub(super) clients: Vec<redis::Client>,
+    /// A Sentinel master's generation.
+    generation: Option<u64>,
+    /// A Cluster's masters, `host:port`, sorted.
+    masters: Vec<String>,
+}
+
 /// A Cluster connection, made on first use (and again while the cluster
 /// cannot be reached at all): redis-rs keeps it in step with the cluster
 /// from then on.
 pub(super) struct Cluster {
     client: redis::cluster::ClusterClient,
+    /// For connections to single nodes (the cache's tracking).
+    access: Access,
+    /// `rediss` when the seed nodes are reached over TLS, else `redis`.
+    scheme: &'static str,
     connection: Mutex<Option<ClusterConnection>>,
     connecting: tokio::sync::Mutex<()>,
 }
@@ -171,6 +219,11 @@ impl Cluster {
         }
         Ok(Cluster {
             client: builder.build()?,
+            access: access.clone(),
+            scheme: match config.nodes.iter().any(|u| u.starts_with("rediss://")) {
+                true => "rediss",
+                false => "redis",
+            },
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -187,6 +240,40 @@ impl Cluster {
         let connection = self.client.get_async_connection().await?;
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Every master's `host:port`, sorted, from `CLUSTER SLOTS`.
+    async fn masters(&self) -> RedisResult<Vec<String>> {
+        let slots: Vec<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut self.connection().await?)
+            .await?;
+        let mut masters: Vec<String> = slots
+            .iter()
+            .filter_map(|range| match range {
+                Value::Array(range) => match range.get(2) {
+                    Some(Value::Array(master)) => {
+                        let host = match master.first()? {
+                            Value::BulkString(host) => String::from_utf8_lossy(host).into_owned(),
+                            Value::SimpleString(host) => host.clone(),
+                            _ => return None,
+                        };
+                        let Value::Int(port) = master.get(1)? else {
+                            return None;
+                        };
+                        Some(match host.contains(':') {
+                            true => format!("[{host}]:{port}"),
+                            false => format!("{host}:{port}"),
+                        })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        masters.sort();
+        masters.dedup();
+        Ok(masters)
     }
 
     fn made(&self) -> Option<ClusterConnection> {

@@ -418,32 +418,39 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 /// A session from the load script's reply (or the fields part of the peek
-/// script's); `None` for the empty reply.
+/// script's); `None` for the empty reply. One pass over the fields: the
+/// metadata is picked out and every value checked while the `X-Session`
+/// text is written.
 fn loaded(reply: &[u8]) -> Result<Option<Loaded>, StoreError> {
     if reply.is_empty() {
         return Ok(None);
     }
-    // sessiongate stores printable ASCII only; anything else was written by
-    // someone else and must not reach a header.
     let (mut created_ms, mut user, mut persist) = (0, None, false);
-    for pair in Fields(reply) {
-        let (field, value) = pair?;
+    let mut failed: Option<StoreError> = None;
+    let mut foreign = false;
+    let fields = Fields(reply).map_while(|pair| {
+        let (field, value) = pair.map_err(|e| failed = Some(e)).ok()?;
         match field {
             "__created" => created_ms = value.parse().unwrap_or(0),
             USER_FIELD => user = Some(value.to_string()),
             PERSIST_FIELD => persist = true,
             _ => {}
         }
-        if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            tracing::error!(
-                "a stored session holds a value sessiongate did not write; ignoring it"
-            );
-            return Ok(None);
-        }
+        // sessiongate stores printable ASCII only; anything else was written
+        // by someone else and must not reach a header.
+        foreign |= !value.bytes().all(|b| (0x20..0x7f).contains(&b));
+        (!foreign).then_some((field, value))
+    });
+    let json = encode_session(fields);
+    if let Some(error) = failed {
+        return Err(error);
     }
-    let fields = Fields(reply).map(|pair| pair.expect("decoded once already"));
+    if foreign {
+        tracing::error!("a stored session holds a value sessiongate did not write; ignoring it");
+        return Ok(None);
+    }
     Ok(Some(Loaded {
-        json: encode_session(fields).into(),
+        json: json.into(),
         created_ms,
         user,
         persist,
@@ -630,6 +637,19 @@ mod tests {
         assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
         let colons = decode("3:a:b3:c:d").unwrap();
         assert_eq!(colons, [("a:b".to_string(), "c:d".to_string())]);
+    }
+
+    #[test]
+    fn a_load_reply_becomes_a_session_in_one_pass_and_a_foreign_value_none() {
+        let reply = "9:__created13:17637432000006:__user3:ada4:cart3:[1]";
+        let session = super::loaded(reply.as_bytes()).unwrap().unwrap();
+        assert_eq!(&session.json[..], br#"{"cart":[1]}"#);
+        assert_eq!(session.created_ms, 1763743200000);
+        assert_eq!(session.user.as_deref(), Some("ada"));
+        let foreign = "9:__created13:17637432000004:cart2:\u{7}1";
+        assert!(super::loaded(foreign.as_bytes()).unwrap().is_none());
+        assert!(super::loaded(b"9:__created").is_err());
+        assert!(super::loaded(b"").unwrap().is_none());
     }
 
     #[test]

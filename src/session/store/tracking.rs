@@ -9,7 +9,9 @@
 //!   once, and comes back, empty, only once tracking is on again.
 //! - In `default` mode the misses are read over it, so that Redis tracks
 //!   what this process holds; in `bcast` mode Redis announces every change
-//!   under `key_prefix`, and misses go over the ordinary connection.
+//!   under `key_prefix`, and misses go over the ordinary connection. A
+//!   Cluster has one tracking connection per master, in `bcast` mode; when
+//!   its masters change, tracking starts again on the new set.
 //! - Touches go over it in batches (one transaction of `PEXPIREAT … GT`
 //!   and `PTTL` for every touch waiting), off the requests' path; `NOLOOP`
 //!   keeps this process's own touches from invalidating its own copies.
@@ -156,54 +158,85 @@ async fn within<T>(
         .map_err(|_| RedisError::from((ErrorKind::Io, "no answer within the store deadline")))?
 }
 
-/// One tracking connection, from connecting until it breaks.
+/// One tracking session, from connecting until a connection breaks: one
+/// connection per node that holds sessions (one, or each Cluster master).
 async fn tracked(shared: &Shared) -> RedisResult<()> {
     let deadline = shared.deadline;
-    let (client, generation) = within(deadline, shared.link.tracking_client()).await?;
-    let (pushes, mut pushed) = mpsc::unbounded_channel::<PushInfo>();
+    let nodes = within(deadline, shared.link.session_nodes()).await?;
+    // Pushes are applied where they arrive, in the connection's own task: a
+    // broken connection darkens the cache before anything else runs, and an
+    // invalidation drops its copy without waiting for this task's turn.
+    let (lost, mut lost_seen) = mpsc::unbounded_channel::<()>();
+    let current = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = current.clone();
+    let (cache, prefix) = (shared.cache.clone(), shared.key_prefix.clone());
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.deadline))
+        .set_connection_timeout(Some(deadline))
         .set_response_timeout(None)
-        .set_push_sender(pushes);
-    let mut connection = within(
-        deadline,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await?;
+        .set_push_sender(move |push: PushInfo| {
+            // A connection of an earlier round, closing late, darkens nothing.
+            if flag.load(std::sync::atomic::Ordering::Acquire) && !apply(&cache, &prefix, &push) {
+                cache.go_dark();
+                let _ = lost.send(());
+            }
+            Ok::<(), ()>(())
+        });
     let mut on = redis::cmd("CLIENT");
     on.arg("TRACKING").arg("ON");
     if shared.mode == TrackingMode::Bcast {
         on.arg("BCAST").arg("PREFIX").arg(&shared.key_prefix);
     }
     on.arg("NOLOOP");
-    within(deadline, on.query_async::<()>(&mut connection)).await?;
-    shared.set_connection(Some(connection.clone()));
+    let mut connections = Vec::with_capacity(nodes.clients.len());
+    // Declared after the connections, so dropped before them.
+    let _current = Current(current);
+    for client in &nodes.clients {
+        let mut connection = within(
+            deadline,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
+        within(deadline, on.query_async::<()>(&mut connection)).await?;
+        connections.push(connection);
+    }
+    // Misses and touches go over it when it is the only one.
+    if let [connection] = &connections[..] {
+        shared.set_connection(Some(connection.clone()));
+    }
     shared.cache.go_live();
-    info!(mode = ?shared.mode, "session cache: tracking on");
+    info!(mode = ?shared.mode, nodes = connections.len(), "session cache: tracking on");
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            push = pushed.recv() => match push {
-                Some(push) if apply(shared, &push) => {}
-                _ => {
-                    warn!("session cache: tracking connection lost; the cache is off until it is back");
-                    return Ok(());
-                }
-            },
+            _ = lost_seen.recv() => {
+                warn!("session cache: tracking connection lost; the cache is off until it is back");
+                return Ok(());
+            }
             _ = heartbeat.tick() => {
-                if generation.is_some() && shared.link.generation() != generation {
-                    info!("session cache: the master moved; tracking the new one");
+                for connection in &mut connections {
+                    within(deadline, redis::cmd("PING").query_async::<()>(connection)).await?;
+                }
+                if !within(deadline, shared.link.still_holds(&nodes)).await? {
+                    info!("session cache: the sessions moved to other nodes; tracking those");
                     return Ok(());
                 }
-                within(deadline, redis::cmd("PING").query_async::<()>(&mut connection)).await?;
             }
         }
     }
 }
 
+/// Marks a tracking round over when its connections are dropped.
+struct Current(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Applies one push to the cache; false when it says the connection is gone.
-fn apply(shared: &Shared, push: &PushInfo) -> bool {
+fn apply(cache: &SessionCache, key_prefix: &str, push: &PushInfo) -> bool {
     match push.kind {
         PushKind::Disconnection => false,
         PushKind::Invalidate => {
@@ -212,15 +245,15 @@ fn apply(shared: &Shared, push: &PushInfo) -> bool {
                     Value::Array(keys) => {
                         for key in keys {
                             if let Value::BulkString(key) = key
-                                && let Some(sid) = key.strip_prefix(shared.key_prefix.as_bytes())
+                                && let Some(sid) = key.strip_prefix(key_prefix.as_bytes())
                                 && let Ok(sid) = std::str::from_utf8(sid)
                             {
-                                shared.cache.invalidate(sid);
+                                cache.invalidate(sid);
                             }
                         }
                     }
                     // Every key at once: FLUSHALL, FLUSHDB, or the tracking table overflowing.
-                    Value::Nil => shared.cache.flush(),
+                    Value::Nil => cache.flush(),
                     other => debug!(?other, "session cache: an invalidation of an unknown shape"),
                 }
             }
@@ -240,7 +273,9 @@ fn apply(shared: &Shared, push: &PushInfo) -> bool {
 async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<Touch>) {
     let mut batch = Vec::with_capacity(TOUCH_BATCH);
     while waiting.recv_many(&mut batch, TOUCH_BATCH).await > 0 {
-        if let Some(mut connection) = shared.connection() {
+        if shared.link.is_cluster() && shared.cache.is_live() {
+            push_cluster_touches(&shared, &batch).await;
+        } else if let Some(mut connection) = shared.connection() {
             let mut transaction = redis::pipe();
             transaction.atomic();
             for touch in &batch {
@@ -273,4 +308,32 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
         // Without tracking the cache is dark: those copies are gone anyway.
         batch.clear();
     }
+}
+
+/// On a Cluster, where every key may live on another master, each touch is
+/// its own `PEXPIREAT`, `PTTL` pipeline over the ordinary connection, all at
+/// once. (Its invalidation reaches this process too: `NOLOOP` covers only
+/// the tracking connections' own writes.)
+async fn push_cluster_touches(shared: &Shared, batch: &[Touch]) {
+    let touches = batch.iter().map(|touch| async move {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("PEXPIREAT")
+            .arg(&touch.key)
+            .arg(touch.deadline_ms)
+            .arg("GT")
+            .cmd("PTTL")
+            .arg(&touch.key);
+        let sent_ms = super::epoch_ms();
+        match within(shared.deadline, shared.link.query_all(&pipeline)).await {
+            Ok(replies) => match replies.get(1) {
+                Some(Value::Int(ttl)) if *ttl > 0 => {
+                    touch.entry.stored_deadline(sent_ms + *ttl as u64)
+                }
+                _ => touch.entry.stored_deadline(0),
+            },
+            Err(error) => debug!(%error, "session cache: a touch failed"),
+        }
+    });
+    futures_util::future::join_all(touches).await;
 }
