@@ -17,6 +17,7 @@ requests. The result is appended to bench/RESULTS.md.
 
 import argparse
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -224,6 +225,7 @@ def main():
             f.write(text)
     finally:
         procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
