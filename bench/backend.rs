@@ -1,10 +1,12 @@
 //! The benchmark's backend: a small, fast HTTP/1.1 server on one thread.
 //! `GET /login` stores a session through sessiongate (`X-Session-Update`);
-//! anything else answers a short text and changes nothing.
+//! a path starting with `/update` stores a one-key change to it (the bench's
+//! write mix); anything else answers a short text and changes nothing.
 //!
 //!     cargo run --release --example bench-backend -- 127.0.0.1:9101 A
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,6 +15,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+/// Each update stores a value the session did not hold yet.
+static UPDATES: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -37,6 +42,10 @@ async fn main() {
                     if request.uri().path() == "/login" {
                         let update =
                             r#"{"user":"bench","roles":["reader","writer"],"cart":[1,2,3]}"#;
+                        headers.insert("x-session-update", update.parse().unwrap());
+                    } else if request.uri().path().starts_with("/update") {
+                        let n = UPDATES.fetch_add(1, Ordering::Relaxed);
+                        let update = format!(r#"{{"seen":{n}}}"#);
                         headers.insert("x-session-update", update.parse().unwrap());
                     }
                     Ok::<_, Infallible>(response)

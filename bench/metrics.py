@@ -33,32 +33,15 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run  # noqa: E402  (bench/run.py: the processes, wrk and /proc helpers)
+import common  # noqa: E402  (the helpers every bench/ script shares)
 
 CONNECTIONS = 32
 
 
 def config(port, backends, work, name, redis_port, admin_port=None, access="off"):
-    servers = ", ".join(f'"http://{b}"' for b in backends)
     admin = f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n' if admin_port else ""
-    return run.write_config(work, f"{name}.toml", f"""
-[server]
-listen = "127.0.0.1:{port}"
-worker_threads = 1
-[upstreams]
-servers = [{servers}]
-[cookie]
-secrets = ["{run.SECRET}"]
-secure = false
-[store]
-kind = "redis"
-url = "redis://127.0.0.1:{redis_port}/0"
-[timeouts]
-keepalive = "600s"
-request_header = "600s"
-{admin}[log]
-access = "{access}"
-""")
+    return common.sessiongate_config(work, name, port, backends, common.redis_store(redis_port),
+                                     f'{common.TIMEOUTS}{admin}[log]\naccess = "{access}"\n')
 
 
 def scraper(admin_port, stop):
@@ -78,50 +61,42 @@ def main():
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="sessiongate-bench-metrics-")
-    procs = run.Processes(work)
+    procs = common.Processes(work)
     stop = threading.Event()
     try:
-        backends = []
-        for name in "AB":
-            port = run.free_port()
-            proc = procs.start(f"backend-{name}", [run.BACKEND, f"127.0.0.1:{port}", name])
-            run.wait_port(port, proc)
-            backends.append(f"127.0.0.1:{port}")
-        redis_port = run.free_port()
-        redis = procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", work])
-        run.wait_port(redis_port, redis)
+        backends = common.start_backends(procs)
+        redis_port, redis = common.start_redis(procs, work)
 
         setups = []  # (name, port, pid, cookie header)
         for name, with_admin, access in [("metrics off (no [admin])", False, "off"),
                                          ("metrics on ([admin], scraped every 1 s)", True, "off"),
                                          ("metrics on + access log json", True, "json")]:
-            port = run.free_port()
-            admin_port = run.free_port() if with_admin else None
+            port = common.free_port()
+            admin_port = common.free_port() if with_admin else None
             path = config(port, backends, work, f"sg-{len(setups)}", redis_port, admin_port, access)
             env = dict(os.environ, SESSIONGATE_LOG="warn")
             out = subprocess.DEVNULL
-            proc = subprocess.Popen([run.SESSIONGATE, "run", "--config", path], stdout=out,
+            proc = subprocess.Popen([common.SESSIONGATE, "run", "--config", path], stdout=out,
                                     stderr=subprocess.DEVNULL, env=env)
             procs.started.append(proc)
-            run.wait_port(port, proc)
+            common.wait_port(port, proc)
             if admin_port:
-                run.wait_port(admin_port, proc)
+                common.wait_port(admin_port, proc)
                 threading.Thread(target=scraper, args=(admin_port, stop), daemon=True).start()
-            setups.append((name, port, proc.pid, run.login_cookie(port)))
+            setups.append((name, port, proc.pid, common.login_cookie(port)))
 
         results = {name: [] for name, *_ in setups}
         for name, port, pid, header in setups:
-            run.wrk(f"http://127.0.0.1:{port}/", 1, header)  # warm up
+            common.wrk(f"http://127.0.0.1:{port}/", 1, header)  # warm up
         for round_number in range(args.rounds):
             # Every setup is loaded at the same time, each by its own wrk,
             # so that whatever else the machine runs weighs on all alike.
             measured = {}
 
             def measure(name, port, pid, header):
-                before = run.cpu_seconds([pid])
-                result = run.wrk(f"http://127.0.0.1:{port}/", args.seconds, header, CONNECTIONS)
-                result["cpu_us"] = (run.cpu_seconds([pid]) - before) * 1e6 / result["requests"]
+                before = common.cpu_seconds([pid])
+                result = common.wrk(f"http://127.0.0.1:{port}/", args.seconds, header, CONNECTIONS)
+                result["cpu_us"] = (common.cpu_seconds([pid]) - before) * 1e6 / result["requests"]
                 measured[name] = result
 
             threads = [threading.Thread(target=measure, args=setup) for setup in setups]
@@ -184,7 +159,7 @@ def report(args, setups, results):
         + ", ".join(f"{d:+.1f} %" for d in per_round) + ".",
         "",
     ]
-    with open(run.RESULTS, "a") as f:
+    with open(common.RESULTS, "a") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

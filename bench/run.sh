@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# sessiongate benchmark: sessiongate against direct, nginx and HAProxy, side
-# by side in one run, on 127.0.0.1 only. Installs nothing: it says what is
-# missing. Results go to bench/RESULTS.md.
+# sessiongate benchmark matrix: nginx round-robin, HAProxy sticky cookie,
+# nginx + Lua + Redis and sessiongate (memory; Redis; Redis + cache in two
+# tracking modes), each in three workloads (one hot session, 10,000 sessions
+# at random, the same with 10% updates), side by side in one run, on
+# 127.0.0.1 only. Installs nothing: it says what is missing. Results go to
+# bench/RESULTS.md.
 #
-#   bench/run.sh              # 3 rounds of 10 s per setup (about 6 minutes)
-#   bench/run.sh --quick      # 1 round of 3 s, for a smoke test
+#   bench/run.sh              # 5 rounds of 6 s per target and workload (about 17 minutes)
+#   bench/run.sh --quick      # 1 round of 2 s, a smoke test (under 3 minutes);
+#                             # prints its report, writes it only with --out FILE
+#
+# Allocations per request need perf with uprobes (as root); without them that
+# column stays empty. nginx + Lua needs Debian's libnginx-mod-http-lua.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in nginx haproxy wrk redis-server python3 cargo; do
+for tool in nginx haproxy wrk redis-server redis-cli python3 cargo; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bench/run.sh needs: ${missing[*]}" >&2
   debian=()
   for tool in "${missing[@]}"; do
     case "$tool" in
       python3) debian+=(python3) ;;
+      redis-server | redis-cli) debian+=(redis-server redis-tools) ;;
       cargo) echo "  cargo: install Rust from https://rustup.rs" >&2 ;;
       *) debian+=("$tool") ;;
     esac
@@ -25,6 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ ${#debian[@]} -gt 0 ] && echo "  on Debian: sudo apt-get install ${debian[*]}" >&2
   exit 1
 fi
+command -v perf >/dev/null 2>&1 || echo "bench/run.sh: no perf (Debian: linux-perf): no allocation counts" >&2
 
 cargo build --release --quiet --bin sessiongate --example bench-backend
 exec python3 bench/run.py "$@"

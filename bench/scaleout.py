@@ -25,30 +25,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import (  # noqa: E402  (the shared helpers of the main benchmark)
-    BACKEND,
-    SECRET,
+from common import (  # noqa: E402  (the helpers every bench/ script shares)
     SESSIONGATE,
     Processes,
     cpu_seconds,
     free_port,
+    login_cookies,
     machine,
     redis_calls,
+    redis_cli,
     redis_delta,
+    sessiongate_config,
+    start_backends,
     wait_port,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench/SCALEOUT.md")
 SESSIONS = 300
-
-
-def redis_cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args],
-                          capture_output=True, text=True, check=True).stdout
 
 
 def cluster_port():
@@ -99,33 +95,11 @@ def redis_pid(port):
 
 def gate(procs, work, name, backends, nodes):
     port = free_port()
-    servers = ", ".join(f'"http://{b}"' for b in backends)
     seeds = ", ".join(f'"redis://127.0.0.1:{p}"' for p in nodes)
-    path = os.path.join(work, f"{name}.toml")
-    with open(path, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:{port}"
-worker_threads = 1
-[upstreams]
-servers = [{servers}]
-[cookie]
-secrets = ["{SECRET}"]
-secure = false
-[store]
-kind = "cluster"
-nodes = [{seeds}]
-""")
+    path = sessiongate_config(work, name, port, backends, f'kind = "cluster"\nnodes = [{seeds}]')
     proc = procs.start(name, [SESSIONGATE, "run", "--config", path])
     wait_port(port, proc)
     return port, proc
-
-
-def login_cookies(port, count):
-    cookies = []
-    for _ in range(count):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login") as response:
-            cookies.append(response.headers["Set-Cookie"].split(";")[0])
-    return cookies
 
 
 def wrk_script(work, cookies):
@@ -184,12 +158,7 @@ def main():
     procs = Processes(work)
     try:
         nodes, masters = start_cluster(procs, work)
-        backends = []
-        for name in ["A", "B"]:
-            port = free_port()
-            procs.start(f"backend-{name}", [BACKEND, f"127.0.0.1:{port}", name])
-            wait_port(port)
-            backends.append(f"127.0.0.1:{port}")
+        backends = start_backends(procs)
         gates = [gate(procs, work, f"gate-{i}", backends, nodes[:2]) for i in range(3)]
         used0 = sum(int(redis_cli(p, "INFO", "memory").split("used_memory:")[1].split()[0])
                     for p in masters)

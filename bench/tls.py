@@ -17,6 +17,7 @@ requests. The result is appended to bench/RESULTS.md.
 
 import argparse
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run  # noqa: E402  (the shared helpers of bench/run.py)
+import common  # noqa: E402  (the helpers every bench/ script shares)
 
 CIPHER = "TLS_AES_256_GCM_SHA384"
 
@@ -44,7 +45,7 @@ def make_cert(work):
 def nginx_tls_config(port, backends, work, cert, key):
     os.makedirs(os.path.join(work, "nginx"), exist_ok=True)
     servers = "".join(f"    server {b};\n" for b in backends)
-    return run.write_config(work, "nginx-tls.conf", f"""
+    return common.write_config(work, "nginx-tls.conf", f"""
 worker_processes 1;
 daemon off;
 pid {work}/nginx-tls.pid;
@@ -80,7 +81,7 @@ http {{
 
 def sessiongate_tls_config(port, backends, work, cert, key):
     servers = ", ".join(f'"http://{b}"' for b in backends)
-    return run.write_config(work, "sessiongate-tls.toml", f"""
+    return common.write_config(work, "sessiongate-tls.toml", f"""
 [server]
 listen = "127.0.0.1:{port}"
 worker_threads = 1
@@ -90,7 +91,7 @@ key = "{key}"
 [upstreams]
 servers = [{servers}]
 [cookie]
-secrets = ["{run.SECRET}"]
+secrets = ["{common.SECRET}"]
 [store]
 kind = "memory"
 [timeouts]
@@ -119,11 +120,11 @@ def login_cookie(port):
         return response.headers["Set-Cookie"].split(";")[0]
 
 
-def measure(pid_of, url, seconds, header=None, connections=run.CONNECTIONS):
-    pids = run.children(pid_of)
-    before = run.cpu_seconds(pids)
-    result = run.wrk(url, seconds, header=header, connections=connections)
-    cpu = run.cpu_seconds(pids) - before
+def measure(pid_of, url, seconds, header=None, connections=common.CONNECTIONS):
+    pids = common.children(pid_of)
+    before = common.cpu_seconds(pids)
+    result = common.wrk(url, seconds, header=header, connections=connections)
+    cpu = common.cpu_seconds(pids) - before
     result["cpu_us"] = cpu / max(result["requests"], 1) * 1e6
     return result
 
@@ -134,7 +135,7 @@ def idle_tls(port, pids, count=2000, batch=100):
     import socket
     context = ssl._create_unverified_context()
     time.sleep(0.5)
-    before = run.status_kib(pids, "VmRSS")
+    before = common.status_kib(pids, "VmRSS")
     open_ = []
     for _ in range(count // batch):
         for _ in range(batch):
@@ -147,7 +148,7 @@ def idle_tls(port, pids, count=2000, batch=100):
             open_.append(tls)
         time.sleep(0.15)
     time.sleep(1.0)
-    after = run.status_kib(pids, "VmRSS")
+    after = common.status_kib(pids, "VmRSS")
     for tls in open_:
         tls.close()
     return (after - before) / count
@@ -159,28 +160,23 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="sessiongate-bench-tls-")
-    procs = run.Processes(work)
+    procs = common.Processes(work)
     try:
-        backends = []
-        for name in "AB":
-            port = run.free_port()
-            proc = procs.start(f"backend-{name}", [run.BACKEND, f"127.0.0.1:{port}", name])
-            run.wait_port(port, proc)
-            backends.append(f"127.0.0.1:{port}")
+        backends = common.start_backends(procs)
         cert, key = make_cert(work)
-        nginx_port, sg_port = run.free_port(), run.free_port()
+        nginx_port, sg_port = common.free_port(), common.free_port()
         nginx = procs.start("nginx-tls", ["nginx", "-c", nginx_tls_config(nginx_port, backends, work, cert, key)])
-        run.wait_port(nginx_port, nginx)
-        sg = procs.start("sessiongate-tls", [run.SESSIONGATE, "run", "--config",
+        common.wait_port(nginx_port, nginx)
+        sg = procs.start("sessiongate-tls", [common.SESSIONGATE, "run", "--config",
                                              sessiongate_tls_config(sg_port, backends, work, cert, key)])
-        run.wait_port(sg_port, sg)
+        common.wait_port(sg_port, sg)
         cookie = login_cookie(sg_port)
         ciphers = (negotiated(nginx_port), negotiated(sg_port))
         print(f"negotiated: nginx {ciphers[0]}; sessiongate {ciphers[1]}", flush=True)
         setups = [
-            ("nginx, keep-alive", nginx.pid, nginx_port, None, run.CONNECTIONS),
-            ("sessiongate, keep-alive, no cookie", sg.pid, sg_port, None, run.CONNECTIONS),
-            ("sessiongate, keep-alive, valid session", sg.pid, sg_port, f"Cookie: {cookie}", run.CONNECTIONS),
+            ("nginx, keep-alive", nginx.pid, nginx_port, None, common.CONNECTIONS),
+            ("sessiongate, keep-alive, no cookie", sg.pid, sg_port, None, common.CONNECTIONS),
+            ("sessiongate, keep-alive, valid session", sg.pid, sg_port, f"Cookie: {cookie}", common.CONNECTIONS),
             ("nginx, new handshake per request", nginx.pid, nginx_port, "Connection: close", 16),
             ("sessiongate, new handshake per request", sg.pid, sg_port, "Connection: close", 16),
         ]
@@ -209,8 +205,8 @@ def main():
             m = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "errors")}
             med[name] = m
             lines.append(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu_us']:.1f} | {m['errors']:.0f} |")
-        idle_sg = idle_tls(sg_port, run.children(sg.pid))
-        idle_nginx = idle_tls(nginx_port, run.children(nginx.pid))
+        idle_sg = idle_tls(sg_port, common.children(sg.pid))
+        idle_nginx = idle_tls(nginx_port, common.children(nginx.pid))
         keep = med["sessiongate, keep-alive, no cookie"]["cpu_us"] / med["nginx, keep-alive"]["cpu_us"]
         keep_session = med["sessiongate, keep-alive, valid session"]["cpu_us"] / med["nginx, keep-alive"]["cpu_us"]
         hs = med["sessiongate, new handshake per request"]["cpu_us"] / med["nginx, new handshake per request"]["cpu_us"]
@@ -225,10 +221,11 @@ def main():
         ]
         text = "\n".join(lines)
         print(text)
-        with open(run.RESULTS, "a") as f:
+        with open(common.RESULTS, "a") as f:
             f.write(text)
     finally:
         procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
