@@ -518,12 +518,21 @@ async fn acl_user_with_the_cache_rights_tracks_and_touches() {
     let touched = wait_for(Duration::from_secs(3), || {
         redis.info("commandstats").contains_key("cmdstat_exec")
     });
-    assert!(touched, "no touch went out: {:?}", redis.info("commandstats"));
+    assert!(
+        touched,
+        "no touch went out: {:?}",
+        redis.info("commandstats")
+    );
     let key = redis.session_keys().pop().expect("the session's key");
-    redis.cmd(&["HSET", &key, "n", "7"]).expect("an operator's HSET");
+    redis
+        .cmd(&["HSET", &key, "n", "7"])
+        .expect("an operator's HSET");
     let started = Instant::now();
     while n(client.get(&[]).await) != Some(7) {
-        assert!(started.elapsed() < Duration::from_secs(2), "the HSET was not seen");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the HSET was not seen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = redis.cmd(&["ACL", "LOG"]).expect("ACL LOG");

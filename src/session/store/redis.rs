@@ -184,7 +184,8 @@ impl RedisStore {
         self.cache.is_some()
     }
 
-    /// The tracker of `cached`, started on first use.
+    /// The tracker of `cached`, started on first use: the start-up PING,
+    /// or the first request that reads or writes a session.
     fn tracker<'a>(&self, cached: &'a Cached) -> &'a Tracker {
         cached.tracker.get_or_init(|| {
             Tracker::start(
@@ -224,6 +225,7 @@ impl RedisStore {
     async fn changing<T>(&self, sid: &Sid, write: impl Future<Output = T>) -> T {
         let forget = || {
             if let Some(cached) = &self.cache {
+                self.tracker(cached);
                 cached.cache.invalidate(sid.as_str());
             }
         };
@@ -310,8 +312,11 @@ impl RedisStore {
         SessionKey(&self.key_prefix, sid)
     }
 
-    /// One PING.
+    /// One PING (at start: the cache's tracking starts with it).
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(cached) = &self.cache {
+            self.tracker(cached);
+        }
         Ok(self.link.ping().await?)
     }
 
