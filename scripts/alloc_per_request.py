@@ -13,6 +13,7 @@ Everything it starts it stops by PID.
     cargo build --release --features count-allocations
     scripts/alloc_per_request.py --store memory
     scripts/alloc_per_request.py --store redis
+    scripts/alloc_per_request.py --store memory --backends 2
 
 Allocation counts are deterministic to a fraction; the CPU figure (utime +
 stime of the gate from /proc over the run, per request) is noisy on a
@@ -79,6 +80,8 @@ def main():
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--backends", type=int, default=1,
+                        help="servers in the gate's pool (nginx listens on each port)")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/sessiongate"))
     args = parser.parse_args()
 
@@ -91,7 +94,8 @@ def main():
         return proc
 
     try:
-        backend_port, gate_port = free_port(), free_port()
+        backend_ports, gate_port = [free_port() for _ in range(args.backends)], free_port()
+        listens = "".join(f"    listen 127.0.0.1:{port};\n" for port in backend_ports)
         with open(os.path.join(work, "nginx.conf"), "w") as f:
             f.write(f"""
 worker_processes 1;
@@ -108,8 +112,7 @@ http {{
   scgi_temp_path {work};
   keepalive_requests 1000000;
   server {{
-    listen 127.0.0.1:{backend_port};
-    location /login {{
+{listens}    location /login {{
       add_header X-Session-Update '{{"user":"bench","roles":["reader","writer"],"cart":[1,2,3]}}';
       return 200 "logged in\\n";
     }}
@@ -119,7 +122,8 @@ http {{
 """)
         nginx = start(["nginx", "-p", work, "-c", os.path.join(work, "nginx.conf")],
                       stderr=subprocess.DEVNULL)
-        wait_listening(backend_port, nginx)
+        for port in backend_ports:
+            wait_listening(port, nginx)
 
         store = 'kind = "memory"'
         if args.store == "redis":
@@ -136,7 +140,7 @@ http {{
 listen = "127.0.0.1:{gate_port}"
 worker_threads = 1
 [upstreams]
-servers = ["http://127.0.0.1:{backend_port}"]
+servers = [{", ".join(f'"http://127.0.0.1:{port}"' for port in backend_ports)}]
 [cookie]
 secrets = ["{SECRET}"]
 secure = false
@@ -174,7 +178,7 @@ access = "off"
         allocs = (after[0] - before[0]) / requests
         reallocs = (after[1] - before[1]) / requests
         cpu_us = (cpu_after - cpu_before) * 1e6 / requests
-        print(f"store={args.store} requests={requests} allocations/request={allocs:.2f} "
+        print(f"store={args.store} backends={args.backends} requests={requests} allocations/request={allocs:.2f} "
               f"reallocations/request={reallocs:.2f} cpu_us/request={cpu_us:.1f}")
     finally:
         for proc in reversed(procs):

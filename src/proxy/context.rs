@@ -1,6 +1,6 @@
 //! What is decided once per request and read by every later phase: the
 //! client, the `Host`, whether it asks to switch protocols, the verified
-//! sid and then the resolved session, and the copy kept for a replay.
+//! sid and then the resolved session, and the server that answered.
 //! [`RequestContext::admit`] makes it, and refuses a request whose target
 //! breaks RFC 9112 §3.2.
 

@@ -46,7 +46,7 @@ use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
 use self::routes::Routes;
 use self::upgrade::Tunnels;
-use self::upstream::{Outbound, ServedBy, Upstreams};
+use self::upstream::{Outbound, ReplayCopy, ServedBy, Upstreams};
 use crate::access_log::{AccessLog, Entry, Logged, sid_hash};
 use crate::error::{Kind, Origin, ProxyError};
 use crate::metrics::{DEFAULT_POOL, Metrics, PoolMetrics, Protocol};
@@ -317,17 +317,21 @@ impl Gateway {
         }
         self.upstream_request(&mut parts.headers, context);
         // Only an idempotent request without a body may be sent a second
-        // time after a failure; only then is a copy of its headers kept.
-        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
-            .then(|| parts.headers.clone());
+        // time after a failure, and only to another server; only then is a
+        // copy of its headers kept.
+        let pool = &self.pools[context.route.pool];
+        let replay = (pool.can_retry()
+            && parts.method.is_idempotent()
+            && http_body::Body::is_end_stream(&body))
+        .then(|| ReplayCopy::of(&parts.headers));
         let outbound = Outbound {
             method: parts.method,
             path: context.path.clone(),
             headers: parts.headers,
             body: RequestBody::new(body, self.body_idle),
-            replay: replay.as_ref(),
+            replay: replay.as_ref().map(ReplayCopy::headers),
         };
-        let mut response = self.pools[context.route.pool].forward(outbound).await?;
+        let mut response = pool.forward(outbound).await?;
         context.upstream = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
