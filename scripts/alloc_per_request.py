@@ -14,6 +14,7 @@ Everything it starts it stops by PID.
     scripts/alloc_per_request.py --store memory
     scripts/alloc_per_request.py --store redis
     scripts/alloc_per_request.py --store memory --backends 2
+    scripts/alloc_per_request.py --store memory --close   # a connection per request
 
 Allocation counts are deterministic to a fraction; the CPU figure (utime +
 stime of the gate from /proc over the run, per request) is noisy on a
@@ -82,6 +83,8 @@ def main():
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--backends", type=int, default=1,
                         help="servers in the gate's pool (nginx listens on each port)")
+    parser.add_argument("--close", action="store_true",
+                        help="a new client connection per request (Connection: close)")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/sessiongate"))
     args = parser.parse_args()
 
@@ -162,6 +165,8 @@ access = "off"
             cookie = response.headers["Set-Cookie"].split(";")[0]
         url = f"http://127.0.0.1:{gate_port}/"
         wrk = ["wrk", "-t1", f"-c{args.connections}", "-H", f"Cookie: {cookie}", url]
+        if args.close:
+            wrk[1:1] = ["-H", "Connection: close"]
         subprocess.run(wrk[:1] + ["-d1s"] + wrk[1:], check=True, capture_output=True)
         time.sleep(0.3)
 
@@ -178,7 +183,7 @@ access = "off"
         allocs = (after[0] - before[0]) / requests
         reallocs = (after[1] - before[1]) / requests
         cpu_us = (cpu_after - cpu_before) * 1e6 / requests
-        print(f"store={args.store} backends={args.backends} requests={requests} allocations/request={allocs:.2f} "
+        print(f"store={args.store} backends={args.backends} close={args.close} requests={requests} allocations/request={allocs:.2f} "
               f"reallocations/request={reallocs:.2f} cpu_us/request={cpu_us:.1f}")
     finally:
         for proc in reversed(procs):

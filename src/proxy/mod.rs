@@ -377,6 +377,10 @@ impl Gateway {
     /// Phase 4: the headers the backend receives.
     pub fn upstream_request(&self, headers: &mut HeaderMap, context: &RequestContext) {
         headers::remove_hop_by_hop(headers, context.upgrade);
+        // Room for what is added here, at most: Host and X-Forwarded-*
+        // (4), the session's id, status, JSON and user (4), so that the
+        // map grows once, if at all.
+        headers.reserve(4 + context.session.as_ref().map_or(0, |_| 4));
         headers::set_forwarded(headers, &context.client, context.host.clone());
         match &context.host {
             Some(host) => headers.insert(HOST, host.clone()),
