@@ -392,8 +392,7 @@ impl Gateway {
             return;
         };
         let names = &self.names;
-        let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
-        headers.insert(names.id.clone(), sid);
+        headers.insert(names.id.clone(), session.sid.header_value());
         headers.insert(names.status.clone(), session.status.header_value());
         let json = HeaderValue::from_maybe_shared(session.json.clone())
             .expect("stores yield printable ASCII");

@@ -53,6 +53,13 @@ impl Sid {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("a sid is base64url")
     }
+
+    /// The sid as a header value, in one buffer that every clone of the
+    /// value shares (a copy of the value, such as a replay's, allocates
+    /// nothing).
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(Bytes::from_owner(self.0)).expect("a sid is base64url")
+    }
 }
 
 impl fmt::Debug for Sid {
@@ -368,6 +375,7 @@ mod tests {
         );
         assert_ne!(a, b);
         assert!(Sid::parse(a.as_str()).is_some());
+        assert_eq!(a.header_value(), a.as_str());
     }
 
     #[test]
