@@ -36,7 +36,8 @@ pub struct RequestContext {
     pub route: Route,
     /// The session cookie's sid, once its tag is verified.
     pub presented: Option<Sid>,
-    /// The session the request runs with, once loaded.
+    /// The session the request runs with, once loaded; its JSON text
+    /// moves into the upstream request's `X-Session` (phase 4).
     pub session: Option<Resolved>,
     /// The server that answered, once one has (for the access log).
     pub upstream: Option<UpstreamUrl>,

@@ -374,8 +374,9 @@ impl Gateway {
         }
     }
 
-    /// Phase 4: the headers the backend receives.
-    pub fn upstream_request(&self, headers: &mut HeaderMap, context: &RequestContext) {
+    /// Phase 4: the headers the backend receives. The session's JSON text
+    /// moves from the context into `X-Session`.
+    pub fn upstream_request(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         headers::remove_hop_by_hop(headers, context.upgrade);
         // Room for what is added here, at most: Host and X-Forwarded-*
         // (4), the session's id, status, JSON and user (4), so that the
@@ -388,20 +389,22 @@ impl Gateway {
             None => headers.remove(HOST),
         };
         // A route without sessions sends no session header at all.
-        let Some(session) = &context.session else {
+        let Some(session) = &mut context.session else {
             return;
         };
         let names = &self.names;
         headers.insert(names.id.clone(), session.sid.header_value());
         headers.insert(names.status.clone(), session.status.header_value());
-        let json = HeaderValue::from_maybe_shared(session.json.clone())
-            .expect("stores yield printable ASCII");
-        headers.insert(names.session.clone(), json);
         if let Some(user) = &session.user {
             let user = HeaderValue::from_str(user).expect("a user id is visible ASCII");
             headers.insert(names.user.clone(), user);
         }
         self.expose.add(headers, &session.json);
+        // The JSON moves into its header: a clone of a buffer no one shares
+        // yet would allocate.
+        let json = HeaderValue::from_maybe_shared(std::mem::take(&mut session.json))
+            .expect("stores yield printable ASCII");
+        headers.insert(names.session.clone(), json);
     }
 
     /// Phase 6: what the backend asks of the session; then no header with
@@ -550,7 +553,7 @@ mod tests {
             user: None,
             persist: false,
         });
-        gateway.upstream_request(&mut parts.headers, &context);
+        gateway.upstream_request(&mut parts.headers, &mut context);
         let h = &parts.headers;
         assert_eq!(h["host"], "shop.example");
         assert_eq!(h["x-forwarded-host"], "shop.example");
