@@ -8,6 +8,10 @@
 //! written. A pooled connection the server closed in the meantime is
 //! replaced by a fresh one, the request unharmed. A connection returns to the
 //! pool when its response body has been read to the end.
+//!
+//! Each connection keeps one timer for the response-head deadline, reused
+//! from request to request: it is moved only when it fires, so a request
+//! that is answered in time touches no timer wheel.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -26,7 +30,7 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use crate::config::UpstreamUrl;
-use crate::timeouts::{BoxError, Elapsed, within};
+use crate::timeouts::{Alarm, BoxError, Elapsed, within};
 
 type Sender = http1::SendRequest<RequestBody>;
 
@@ -43,6 +47,7 @@ pub struct Pool {
 
 struct Idle {
     sender: Sender,
+    alarm: Alarm,
     since: Instant,
 }
 
@@ -63,6 +68,8 @@ pub enum ConnectError {
 /// A connection, taken from the pool or just made, ready for one request.
 struct Connection {
     sender: Sender,
+    /// Its response-head timer, kept with it.
+    alarm: Alarm,
     pool: Arc<Pool>,
     /// True when it served requests before (it may have been closed since).
     reused: bool,
@@ -139,29 +146,37 @@ impl Pool {
         response_timeout: Duration,
     ) -> Sent {
         loop {
-            let connection = match self.checkout().await {
+            let mut connection = match self.checkout().await {
                 Ok(connection) => connection,
                 Err(error) => return Sent::Unsent(request, error.into()),
             };
             let reused = connection.reused;
+            let mut alarm = std::mem::take(&mut connection.alarm);
             let body_sent = request.body().sent();
             let deadline = async {
                 body_sent.await;
-                tokio::time::sleep(response_timeout).await;
+                let at = Instant::now() + response_timeout;
+                std::future::poll_fn(|cx| alarm.poll_not_before(at, cx)).await;
             };
-            tokio::select! {
+            let sent = tokio::select! {
                 biased;
-                sent = connection.send(request) => match sent {
-                    // A pooled connection the server closed meanwhile: a fresh one.
-                    Sent::Unsent(unsent, _) if reused => request = unsent,
-                    sent => return sent,
-                },
-                () = deadline => {
-                    return Sent::TimedOut(Elapsed {
-                        what: "the upstream response head",
-                        limit: response_timeout,
-                    });
+                sent = connection.send(request) => sent,
+                () = deadline => Sent::TimedOut(Elapsed {
+                    what: "the upstream response head",
+                    limit: response_timeout,
+                }),
+            };
+            match sent {
+                // A pooled connection the server closed meanwhile: a fresh one.
+                Sent::Unsent(unsent, _) if reused => request = unsent,
+                Sent::Response(mut response) => {
+                    // The timer goes back to the pool with the connection.
+                    if let Some(back) = &mut response.body_mut().give_back {
+                        back.alarm = alarm;
+                    }
+                    return Sent::Response(response);
                 }
+                sent => return sent,
             }
         }
     }
@@ -176,18 +191,19 @@ impl Pool {
             while let Some(candidate) = idle.pop() {
                 let fresh = now.duration_since(candidate.since) < self.idle_timeout;
                 if fresh && candidate.sender.is_ready() {
-                    found = Some(candidate.sender);
+                    found = Some((candidate.sender, candidate.alarm));
                     break;
                 }
             }
             found
         };
-        let (sender, reused) = match reusable {
-            Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+        let (sender, alarm, reused) = match reusable {
+            Some((sender, alarm)) => (sender, alarm, true),
+            None => (self.connect().await?, Alarm::default(), false),
         };
         Ok(Connection {
             sender,
+            alarm,
             pool: self.clone(),
             reused,
         })
@@ -233,7 +249,7 @@ impl Pool {
         Ok(sender)
     }
 
-    fn give_back(&self, sender: Sender) {
+    fn give_back(&self, sender: Sender, alarm: Alarm) {
         if sender.is_closed() {
             return;
         }
@@ -241,6 +257,7 @@ impl Pool {
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
+                alarm,
                 since: Instant::now(),
             });
         }
@@ -260,7 +277,11 @@ impl Connection {
             Ok(response) => {
                 // A protocol switch takes the connection: it never comes back.
                 let keep = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let give_back = keep.then_some((self.sender, self.pool));
+                let give_back = keep.then_some(GiveBack {
+                    sender: self.sender,
+                    alarm: self.alarm,
+                    pool: self.pool,
+                });
                 Sent::Response(response.map(|body| PooledBody {
                     inner: body,
                     give_back,
@@ -277,13 +298,25 @@ impl Connection {
 /// A response body that returns its connection to the pool at its end.
 pub struct PooledBody {
     inner: Incoming,
-    give_back: Option<(Sender, Arc<Pool>)>,
+    give_back: Option<GiveBack>,
+}
+
+/// A connection on its way back to its pool.
+struct GiveBack {
+    sender: Sender,
+    alarm: Alarm,
+    pool: Arc<Pool>,
 }
 
 impl PooledBody {
     fn finished(&mut self) {
-        if let Some((sender, pool)) = self.give_back.take() {
-            pool.give_back(sender);
+        if let Some(GiveBack {
+            sender,
+            alarm,
+            pool,
+        }) = self.give_back.take()
+        {
+            pool.give_back(sender, alarm);
         }
     }
 }
@@ -320,6 +353,72 @@ impl Drop for PooledBody {
         // A body dropped unread (say, a HEAD answer or a 304) may be complete.
         if self.inner.is_end_stream() {
             self.finished();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers `/slow` after two seconds, anything else at once.
+    async fn server() -> UpstreamUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"ok",
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        Request::builder()
+            .uri(path)
+            .header(http::header::HOST, "upstream")
+            .body(RequestBody::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_and_its_timer_still_bound_the_response_head() {
+        let limit = Duration::from_millis(200);
+        // Right after the last answer (its timer still set), and once that
+        // timer has fired unattended.
+        for pause in [Duration::ZERO, Duration::from_millis(300)] {
+            let url = server().await;
+            let pool = Arc::new(Pool::new(url, 4, Duration::from_secs(60), limit));
+            for _ in 0..2 {
+                let Sent::Response(response) = pool.send(get("/"), limit).await else {
+                    panic!("the fast path is answered");
+                };
+                response.into_body().collect().await.unwrap();
+            }
+            assert_eq!(pool.idle().len(), 1, "one connection, reused");
+            tokio::time::sleep(pause).await;
+            let started = Instant::now();
+            let sent = pool.send(get("/slow"), limit).await;
+            assert!(matches!(sent, Sent::TimedOut(_)), "after {pause:?}");
+            let took = started.elapsed();
+            assert!(
+                took >= limit && took < Duration::from_secs(1),
+                "{took:?} after {pause:?}"
+            );
         }
     }
 }
