@@ -83,6 +83,9 @@ def main():
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--backends", type=int, default=1,
                         help="servers in the gate's pool (nginx listens on each port)")
+    parser.add_argument("--clock", action="store_true",
+                        help="also count the gate's clock reads (libc clock_gettime) with perf; needs "
+                             "`perf probe -x LIBC -a clock_gettime` once, as root; slows the run")
     parser.add_argument("--close", action="store_true",
                         help="a new client connection per request (Connection: close)")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/sessiongate"))
@@ -172,9 +175,20 @@ access = "off"
 
         before, seen = read_counter(gate, log_path, 0), 1
         cpu_before = cpu_seconds(gate.pid)
+        perf = None
+        if args.clock:
+            perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "probe_libc:clock_gettime",
+                                     "-p", str(gate.pid)], stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)
         out = subprocess.run(wrk[:1] + [f"-d{args.seconds}s"] + wrk[1:], check=True,
                              capture_output=True, text=True).stdout
         time.sleep(0.3)
+        clock = ""
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            reads = int(perf.communicate()[1].strip().splitlines()[-1].split(",")[0])
+            served = int(re.search(r"(\d+) requests in", out).group(1))
+            clock = f" clock_reads/request={reads / served:.2f}"
         cpu_after = cpu_seconds(gate.pid)
         after = read_counter(gate, log_path, seen)
         requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -184,7 +198,7 @@ access = "off"
         reallocs = (after[1] - before[1]) / requests
         cpu_us = (cpu_after - cpu_before) * 1e6 / requests
         print(f"store={args.store} backends={args.backends} close={args.close} requests={requests} allocations/request={allocs:.2f} "
-              f"reallocations/request={reallocs:.2f} cpu_us/request={cpu_us:.1f}")
+              f"reallocations/request={reallocs:.2f} cpu_us/request={cpu_us:.1f}{clock}")
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

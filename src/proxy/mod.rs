@@ -237,7 +237,9 @@ impl Gateway {
         request: Request<Incoming>,
         client: &Arc<Client>,
     ) -> Response<LoggedBody> {
-        let started = Instant::now();
+        // The clock is read only for what needs it: metrics, the access log.
+        let timed = self.metrics.enabled() || self.access_log.is_some();
+        let started = timed.then(Instant::now);
         let entry = self.access_log.as_ref().map(|_| Entry {
             ts: SystemTime::now(),
             client: client.addr.ip(),
@@ -268,8 +270,10 @@ impl Gateway {
             }
         };
         let pool = context.as_ref().map_or(0, |c| c.route.pool);
-        self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
-        let (Some(log), Some(mut entry)) = (&self.access_log, entry) else {
+        if let (true, Some(started)) = (self.metrics.enabled(), started) {
+            self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
+        }
+        let (Some(log), Some(mut entry), Some(started)) = (&self.access_log, entry, started) else {
             return response.map(Logged::plain);
         };
         entry.status = response.status().as_u16();

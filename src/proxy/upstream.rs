@@ -257,21 +257,22 @@ impl Upstreams {
         self.origin.elapsed().as_millis() as u64
     }
 
-    fn in_rotation(&self, index: usize, now_ms: u64) -> bool {
+    /// The clock is read only for a server that was ejected.
+    fn in_rotation(&self, index: usize) -> bool {
         let server = &self.servers[index];
+        let ejected_until = server.ejected_until.load(Ordering::Relaxed);
         !server.checked_down.load(Ordering::Relaxed)
-            && server.ejected_until.load(Ordering::Relaxed) <= now_ms
+            && (ejected_until == 0 || ejected_until <= self.elapsed_ms())
     }
 
     /// The next server in weighted round-robin order that is in rotation;
     /// when every server is ejected, the one whose ejection ends first.
     /// None only when the health checks hold every server down.
     fn pick(&self) -> Option<usize> {
-        let now = self.elapsed_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..self.schedule.len())
             .map(|i| self.schedule[(start + i) % self.schedule.len()])
-            .find(|&index| self.in_rotation(index, now))
+            .find(|&index| self.in_rotation(index))
             .or_else(|| self.soonest_back(&[]))
     }
 
@@ -287,11 +288,10 @@ impl Upstreams {
     /// For a retry: the next server after `after`, in rotation and not
     /// tried; when none is, the untried ejected one that is back soonest.
     fn pick_after(&self, after: usize, tried: &[usize]) -> Option<usize> {
-        let now = self.elapsed_ms();
         let count = self.servers.len();
         (1..count)
             .map(|i| (after + i) % count)
-            .find(|index| !tried.contains(index) && self.in_rotation(*index, now))
+            .find(|index| !tried.contains(index) && self.in_rotation(*index))
             .or_else(|| self.soonest_back(tried))
     }
 
