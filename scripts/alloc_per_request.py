@@ -180,7 +180,7 @@ access = "off"
             perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "probe_libc:clock_gettime",
                                      "-p", str(gate.pid)], stderr=subprocess.PIPE, text=True)
             time.sleep(0.5)
-        out = subprocess.run(wrk[:1] + [f"-d{args.seconds}s"] + wrk[1:], check=True,
+        out = subprocess.run(wrk[:1] + [f"-d{args.seconds:g}s"] + wrk[1:], check=True,
                              capture_output=True, text=True).stdout
         time.sleep(0.3)
         clock = ""
