@@ -1,5 +1,10 @@
 //! Keep-alive HTTP/1.1 connections to one upstream server, on hyper's
-//! connection-level client.
+//! connection-level client. No task is spawned per connection: the request
+//! that uses one polls its connection future itself, while it waits for the
+//! response head and then from its response body; an idle one is polled
+//! once at checkout and at each sweep, to notice that the server closed
+//! it. Only a protocol switch (101) leaves its connection future to a task
+//! of its own, which hands the socket to the upgrade.
 //!
 //! [`Pool::send`] takes a connection: an idle one, or a new one made under
 //! the connect deadline. Nothing is sent before that, so a failed connect
@@ -22,7 +27,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -32,7 +37,79 @@ use super::body::RequestBody;
 use crate::config::UpstreamUrl;
 use crate::timeouts::{Alarm, BoxError, Elapsed, within};
 
-type Sender = http1::SendRequest<RequestBody>;
+/// The connection's future: hyper's HTTP/1.1 state machine, which reads
+/// and writes the socket. Nobody spawns it: the task that uses the
+/// connection polls it (see [`Sender`]).
+type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// One connection: hyper's request handle and the connection's future,
+/// driven by whichever task holds them: the request's while it sends and
+/// reads the response, the checkout's to see whether an idle one was closed.
+struct Sender {
+    send: http1::SendRequest<RequestBody>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+}
+
+impl Sender {
+    /// Lets the connection make progress (read, write, notice its end).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver
+            && let Poll::Ready(result) = driver.as_mut().poll(cx)
+        {
+            if let Err(error) = result {
+                debug!(%error, "upstream connection ended with an error");
+            }
+            // Dropping it answers whatever waits on it.
+            self.driver = None;
+        }
+    }
+
+    /// Drives it once without a task to wake: an idle connection learns
+    /// whether the server closed it.
+    fn drive_now(&mut self) {
+        self.drive(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.driver.is_some() && self.send.is_ready()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.send.is_closed()
+    }
+
+    /// Sends a request and drives the connection until its response head.
+    async fn send_request(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        let mut response = std::pin::pin!(self.send.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            let open = self.driver.is_some();
+            self.drive(cx);
+            match response.as_mut().poll(cx) {
+                // The connection ended just now and was dropped, which
+                // answers the request: poll once more to get that answer.
+                Poll::Pending if open && self.driver.is_none() => response.as_mut().poll(cx),
+                polled => polled,
+            }
+        })
+        .await
+    }
+
+    /// A protocol switch: the connection's future hands the socket to the
+    /// upgrade when it ends, so it runs on by itself from here.
+    fn spawn_rest(self) {
+        if let Some(driver) = self.driver {
+            tokio::spawn(async move {
+                if let Err(error) = driver.await {
+                    debug!(%error, "upgraded upstream connection ended with an error");
+                }
+            });
+        }
+    }
+}
 
 /// The connections to one server.
 pub struct Pool {
@@ -188,8 +265,9 @@ impl Pool {
         let reusable = {
             let mut idle = self.idle();
             let mut found = None;
-            while let Some(candidate) = idle.pop() {
+            while let Some(mut candidate) = idle.pop() {
                 let fresh = now.duration_since(candidate.since) < self.idle_timeout;
+                candidate.sender.drive_now();
                 if fresh && candidate.sender.is_ready() {
                     found = Some((candidate.sender, candidate.alarm));
                     break;
@@ -239,14 +317,11 @@ impl Pool {
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (sender, connection) = http1::Builder::new().handshake(io).await?;
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                debug!(%server, %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        let (send, connection) = http1::Builder::new().handshake(io).await?;
+        Ok(Sender {
+            send,
+            driver: Some(Box::pin(connection.with_upgrades())),
+        })
     }
 
     fn give_back(&self, sender: Sender, alarm: Alarm) {
@@ -263,21 +338,31 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections older than the idle timeout.
+    /// Closes idle connections older than the idle timeout, and those the
+    /// server closed (each is driven once to notice).
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.idle()
-            .retain(|c| now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed());
+        self.idle().retain_mut(|c| {
+            c.sender.drive_now();
+            now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed()
+        });
     }
 }
 
 impl Connection {
     async fn send(mut self, request: Request<RequestBody>) -> Sent {
-        match self.sender.try_send_request(request).await {
+        match self.sender.send_request(request).await {
             Ok(response) => {
                 // A protocol switch takes the connection: it never comes back.
                 let keep = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let give_back = keep.then_some(GiveBack {
+                if !keep {
+                    self.sender.spawn_rest();
+                    return Sent::Response(response.map(|body| PooledBody {
+                        inner: body,
+                        give_back: None,
+                    }));
+                }
+                let give_back = Some(GiveBack {
                     sender: self.sender,
                     alarm: self.alarm,
                     pool: self.pool,
@@ -329,6 +414,10 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // The body arrives as the connection reads it: drive it first.
+        if let Some(back) = &mut self.give_back {
+            back.sender.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finished(),
