@@ -1,6 +1,9 @@
-//! The `sessiongate` binary: command line, logging, runtime and signals.
+//! The `sessiongate` binary: command line, logging, runtime and signals
+//! (and, with the `count-allocations` feature, the allocation counter).
 //! Everything else is the library.
 
+#[cfg(feature = "count-allocations")]
+mod alloc_count;
 mod cli;
 mod sessions;
 
@@ -14,6 +17,12 @@ use sessiongate::{Config, Server};
 use tracing::warn;
 
 use crate::cli::{Cli, Command};
+
+/// With `count-allocations`, every allocation is counted (see
+/// `alloc_count.rs`).
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,7 +91,11 @@ fn run(path: &Path) -> Result<()> {
                 sessiongate::reload::Reloader::new(server.live().clone(), path.to_path_buf());
             tokio::spawn(reloader.on_sighup());
         }
+        #[cfg(all(unix, feature = "count-allocations"))]
+        tokio::spawn(report_allocations_on_sigusr1());
         server.run(shutdown_signal()).await;
+        #[cfg(feature = "count-allocations")]
+        eprintln!("{}", alloc_count::report());
         Ok(())
     })
 }
@@ -118,6 +131,18 @@ pub(crate) fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime> 
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// With `count-allocations`: the totals so far on stderr at each SIGUSR1.
+#[cfg(all(unix, feature = "count-allocations"))]
+async fn report_allocations_on_sigusr1() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        eprintln!("{}", alloc_count::report());
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

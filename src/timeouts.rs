@@ -118,12 +118,15 @@ impl Alarm {
 /// A body error of sessiongate's own, or the inner body's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A body that fails once it makes no progress for `limit`. The timer is
-/// armed only when the inner body has nothing ready.
+/// A body that fails once it makes no progress for `limit`. A pause is
+/// timed from when the inner body first has nothing ready, so the clock is
+/// read, and the timer armed, only then: a body whose frames are ready
+/// when asked for reads no clock at all.
 pub struct IdleBody<B> {
     inner: B,
     limit: Duration,
-    last_progress: Instant,
+    /// When the current pause began; `None` while frames keep coming.
+    waiting_since: Option<Instant>,
     alarm: Alarm,
 }
 
@@ -133,7 +136,7 @@ impl<B> IdleBody<B> {
         IdleBody {
             inner,
             limit,
-            last_progress: Instant::now(),
+            waiting_since: None,
             alarm: Alarm::default(),
         }
     }
@@ -154,11 +157,12 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.last_progress = Instant::now();
+                this.waiting_since = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(this.alarm.poll_until(this.last_progress + this.limit, cx));
+                let since = *this.waiting_since.get_or_insert_with(Instant::now);
+                ready!(this.alarm.poll_until(since + this.limit, cx));
                 Poll::Ready(Some(Err(Box::new(Elapsed {
                     what: "a pause in the body",
                     limit: this.limit,

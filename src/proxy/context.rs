@@ -1,6 +1,6 @@
 //! What is decided once per request and read by every later phase: the
 //! client, the `Host`, whether it asks to switch protocols, the verified
-//! sid and then the resolved session, and the copy kept for a replay.
+//! sid and then the resolved session, and the server that answered.
 //! [`RequestContext::admit`] makes it, and refuses a request whose target
 //! breaks RFC 9112 §3.2.
 
@@ -36,7 +36,8 @@ pub struct RequestContext {
     pub route: Route,
     /// The session cookie's sid, once its tag is verified.
     pub presented: Option<Sid>,
-    /// The session the request runs with, once loaded.
+    /// The session the request runs with, once loaded; its JSON text
+    /// moves into the upstream request's `X-Session` (phase 4).
     pub session: Option<Resolved>,
     /// The server that answered, once one has (for the access log).
     pub upstream: Option<UpstreamUrl>,

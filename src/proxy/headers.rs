@@ -72,27 +72,57 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// upgrade`, when `keep_upgrade` is set: a protocol switch is forwarded as
 /// such (RFC 9110 §7.8).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none: one pass over the names, no hashing.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Most messages carry none, or only `Connection` (backends answer with
+    // `Connection: keep-alive`): one pass over the names, no hashing; only
+    // the fields present are removed.
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(at) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[at] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let upgrade = headers.remove(header::UPGRADE);
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    remove_connection_named(headers);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
     if let (true, Some(upgrade)) = (keep_upgrade, upgrade) {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes `Connection` and every field it names. One `Connection` field
+/// (the usual case) is taken out and its names removed as text, with no
+/// allocation; several are read into a list first.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::CONNECTION).iter();
+    let several = fields.next().is_some() && fields.next().is_some();
+    if several {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        return;
+    }
+    let Some(connection) = headers.remove(header::CONNECTION) else {
+        return;
+    };
+    let Ok(text) = connection.to_str() else {
+        return;
+    };
+    for token in text.split(',') {
+        // A name that is not a valid field name matches no field.
+        headers.remove(token.trim());
     }
 }
 
@@ -214,6 +244,28 @@ mod tests {
         ]);
         remove_hop_by_hop(&mut headers, false);
         assert_eq!(headers.keys().collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn one_or_several_connection_fields_remove_what_they_name_in_any_case() {
+        for fields in [
+            &[("connection", "keep-alive, X-Secret,, Close")][..],
+            &[
+                ("connection", "keep-alive"),
+                ("connection", "X-SECRET, close"),
+            ],
+        ] {
+            let mut headers = map(fields);
+            headers.append("x-secret", HeaderValue::from_static("1"));
+            headers.append("close", HeaderValue::from_static("1"));
+            headers.append("keep-alive", HeaderValue::from_static("timeout=5"));
+            headers.append("accept", HeaderValue::from_static("*/*"));
+            remove_hop_by_hop(&mut headers, false);
+            assert_eq!(headers.keys().collect::<Vec<_>>(), ["accept"], "{fields:?}");
+        }
+        let mut plain = map(&[("connection", "keep-alive"), ("content-length", "2")]);
+        remove_hop_by_hop(&mut plain, true);
+        assert_eq!(plain.keys().collect::<Vec<_>>(), ["content-length"]);
     }
 
     #[test]

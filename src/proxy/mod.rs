@@ -46,7 +46,7 @@ use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
 use self::routes::Routes;
 use self::upgrade::Tunnels;
-use self::upstream::{Outbound, ServedBy, Upstreams};
+use self::upstream::{Outbound, ReplayCopy, ServedBy, Upstreams};
 use crate::access_log::{AccessLog, Entry, Logged, sid_hash};
 use crate::error::{Kind, Origin, ProxyError};
 use crate::metrics::{DEFAULT_POOL, Metrics, PoolMetrics, Protocol};
@@ -237,7 +237,9 @@ impl Gateway {
         request: Request<Incoming>,
         client: &Arc<Client>,
     ) -> Response<LoggedBody> {
-        let started = Instant::now();
+        // The clock is read only for what needs it: metrics, the access log.
+        let timed = self.metrics.enabled() || self.access_log.is_some();
+        let started = timed.then(Instant::now);
         let entry = self.access_log.as_ref().map(|_| Entry {
             ts: SystemTime::now(),
             client: client.addr.ip(),
@@ -268,8 +270,10 @@ impl Gateway {
             }
         };
         let pool = context.as_ref().map_or(0, |c| c.route.pool);
-        self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
-        let (Some(log), Some(mut entry)) = (&self.access_log, entry) else {
+        if let (true, Some(started)) = (self.metrics.enabled(), started) {
+            self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
+        }
+        let (Some(log), Some(mut entry), Some(started)) = (&self.access_log, entry, started) else {
             return response.map(Logged::plain);
         };
         entry.status = response.status().as_u16();
@@ -317,17 +321,21 @@ impl Gateway {
         }
         self.upstream_request(&mut parts.headers, context);
         // Only an idempotent request without a body may be sent a second
-        // time after a failure; only then is a copy of its headers kept.
-        let replay = (parts.method.is_idempotent() && http_body::Body::is_end_stream(&body))
-            .then(|| parts.headers.clone());
+        // time after a failure, and only to another server; only then is a
+        // copy of its headers kept.
+        let pool = &self.pools[context.route.pool];
+        let replay = (pool.can_retry()
+            && parts.method.is_idempotent()
+            && http_body::Body::is_end_stream(&body))
+        .then(|| ReplayCopy::of(&parts.headers));
         let outbound = Outbound {
             method: parts.method,
             path: context.path.clone(),
             headers: parts.headers,
             body: RequestBody::new(body, self.body_idle),
-            replay: replay.as_ref(),
+            replay: replay.as_ref().map(ReplayCopy::headers),
         };
-        let mut response = self.pools[context.route.pool].forward(outbound).await?;
+        let mut response = pool.forward(outbound).await?;
         context.upstream = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
@@ -370,9 +378,14 @@ impl Gateway {
         }
     }
 
-    /// Phase 4: the headers the backend receives.
-    pub fn upstream_request(&self, headers: &mut HeaderMap, context: &RequestContext) {
+    /// Phase 4: the headers the backend receives. The session's JSON text
+    /// moves from the context into `X-Session`.
+    pub fn upstream_request(&self, headers: &mut HeaderMap, context: &mut RequestContext) {
         headers::remove_hop_by_hop(headers, context.upgrade);
+        // Room for what is added here, at most: Host and X-Forwarded-*
+        // (4), the session's id, status, JSON and user (4), so that the
+        // map grows once, if at all.
+        headers.reserve(4 + context.session.as_ref().map_or(0, |_| 4));
         headers::set_forwarded(headers, &context.client, context.host.clone());
         match &context.host {
             Some(host) => headers.insert(HOST, host.clone()),
@@ -380,21 +393,22 @@ impl Gateway {
             None => headers.remove(HOST),
         };
         // A route without sessions sends no session header at all.
-        let Some(session) = &context.session else {
+        let Some(session) = &mut context.session else {
             return;
         };
         let names = &self.names;
-        let sid = HeaderValue::from_str(session.sid.as_str()).expect("a sid is base64url");
-        headers.insert(names.id.clone(), sid);
+        headers.insert(names.id.clone(), session.sid.header_value());
         headers.insert(names.status.clone(), session.status.header_value());
-        let json = HeaderValue::from_maybe_shared(session.json.clone())
-            .expect("stores yield printable ASCII");
-        headers.insert(names.session.clone(), json);
         if let Some(user) = &session.user {
             let user = HeaderValue::from_str(user).expect("a user id is visible ASCII");
             headers.insert(names.user.clone(), user);
         }
         self.expose.add(headers, &session.json);
+        // The JSON moves into its header: a clone of a buffer no one shares
+        // yet would allocate.
+        let json = HeaderValue::from_maybe_shared(std::mem::take(&mut session.json))
+            .expect("stores yield printable ASCII");
+        headers.insert(names.session.clone(), json);
     }
 
     /// Phase 6: what the backend asks of the session; then no header with
@@ -543,7 +557,7 @@ mod tests {
             user: None,
             persist: false,
         });
-        gateway.upstream_request(&mut parts.headers, &context);
+        gateway.upstream_request(&mut parts.headers, &mut context);
         let h = &parts.headers;
         assert_eq!(h["host"], "shop.example");
         assert_eq!(h["x-forwarded-host"], "shop.example");

@@ -1,5 +1,10 @@
 //! Keep-alive HTTP/1.1 connections to one upstream server, on hyper's
-//! connection-level client.
+//! connection-level client. No task is spawned per connection: the request
+//! that uses one polls its connection future itself, while it waits for the
+//! response head and then from its response body; an idle one is polled
+//! once at checkout and at each sweep, to notice that the server closed
+//! it. Only a protocol switch (101) leaves its connection future to a task
+//! of its own, which hands the socket to the upgrade.
 //!
 //! [`Pool::send`] takes a connection: an idle one, or a new one made under
 //! the connect deadline. Nothing is sent before that, so a failed connect
@@ -8,6 +13,10 @@
 //! written. A pooled connection the server closed in the meantime is
 //! replaced by a fresh one, the request unharmed. A connection returns to the
 //! pool when its response body has been read to the end.
+//!
+//! Each connection keeps one timer for the response-head deadline, reused
+//! from request to request: it is moved only when it fires, so a request
+//! that is answered in time touches no timer wheel.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,7 +27,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -26,9 +35,81 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use crate::config::UpstreamUrl;
-use crate::timeouts::{BoxError, Elapsed, within};
+use crate::timeouts::{Alarm, BoxError, Elapsed, within};
 
-type Sender = http1::SendRequest<RequestBody>;
+/// The connection's future: hyper's HTTP/1.1 state machine, which reads
+/// and writes the socket. Nobody spawns it: the task that uses the
+/// connection polls it (see [`Sender`]).
+type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// One connection: hyper's request handle and the connection's future,
+/// driven by whichever task holds them: the request's while it sends and
+/// reads the response, the checkout's to see whether an idle one was closed.
+struct Sender {
+    send: http1::SendRequest<RequestBody>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+}
+
+impl Sender {
+    /// Lets the connection make progress (read, write, notice its end).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver
+            && let Poll::Ready(result) = driver.as_mut().poll(cx)
+        {
+            if let Err(error) = result {
+                debug!(%error, "upstream connection ended with an error");
+            }
+            // Dropping it answers whatever waits on it.
+            self.driver = None;
+        }
+    }
+
+    /// Drives it once without a task to wake: an idle connection learns
+    /// whether the server closed it.
+    fn drive_now(&mut self) {
+        self.drive(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.driver.is_some() && self.send.is_ready()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.send.is_closed()
+    }
+
+    /// Sends a request and drives the connection until its response head.
+    async fn send_request(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        let mut response = std::pin::pin!(self.send.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            let open = self.driver.is_some();
+            self.drive(cx);
+            match response.as_mut().poll(cx) {
+                // The connection ended just now and was dropped, which
+                // answers the request: poll once more to get that answer.
+                Poll::Pending if open && self.driver.is_none() => response.as_mut().poll(cx),
+                polled => polled,
+            }
+        })
+        .await
+    }
+
+    /// A protocol switch: the connection's future hands the socket to the
+    /// upgrade when it ends, so it runs on by itself from here.
+    fn spawn_rest(self) {
+        if let Some(driver) = self.driver {
+            tokio::spawn(async move {
+                if let Err(error) = driver.await {
+                    debug!(%error, "upgraded upstream connection ended with an error");
+                }
+            });
+        }
+    }
+}
 
 /// The connections to one server.
 pub struct Pool {
@@ -43,6 +124,7 @@ pub struct Pool {
 
 struct Idle {
     sender: Sender,
+    alarm: Alarm,
     since: Instant,
 }
 
@@ -63,6 +145,8 @@ pub enum ConnectError {
 /// A connection, taken from the pool or just made, ready for one request.
 struct Connection {
     sender: Sender,
+    /// Its response-head timer, kept with it.
+    alarm: Alarm,
     pool: Arc<Pool>,
     /// True when it served requests before (it may have been closed since).
     reused: bool,
@@ -139,29 +223,37 @@ impl Pool {
         response_timeout: Duration,
     ) -> Sent {
         loop {
-            let connection = match self.checkout().await {
+            let mut connection = match self.checkout().await {
                 Ok(connection) => connection,
                 Err(error) => return Sent::Unsent(request, error.into()),
             };
             let reused = connection.reused;
+            let mut alarm = std::mem::take(&mut connection.alarm);
             let body_sent = request.body().sent();
             let deadline = async {
                 body_sent.await;
-                tokio::time::sleep(response_timeout).await;
+                let at = Instant::now() + response_timeout;
+                std::future::poll_fn(|cx| alarm.poll_not_before(at, cx)).await;
             };
-            tokio::select! {
+            let sent = tokio::select! {
                 biased;
-                sent = connection.send(request) => match sent {
-                    // A pooled connection the server closed meanwhile: a fresh one.
-                    Sent::Unsent(unsent, _) if reused => request = unsent,
-                    sent => return sent,
-                },
-                () = deadline => {
-                    return Sent::TimedOut(Elapsed {
-                        what: "the upstream response head",
-                        limit: response_timeout,
-                    });
+                sent = connection.send(request) => sent,
+                () = deadline => Sent::TimedOut(Elapsed {
+                    what: "the upstream response head",
+                    limit: response_timeout,
+                }),
+            };
+            match sent {
+                // A pooled connection the server closed meanwhile: a fresh one.
+                Sent::Unsent(unsent, _) if reused => request = unsent,
+                Sent::Response(mut response) => {
+                    // The timer goes back to the pool with the connection.
+                    if let Some(back) = &mut response.body_mut().give_back {
+                        back.alarm = alarm;
+                    }
+                    return Sent::Response(response);
                 }
+                sent => return sent,
             }
         }
     }
@@ -173,21 +265,23 @@ impl Pool {
         let reusable = {
             let mut idle = self.idle();
             let mut found = None;
-            while let Some(candidate) = idle.pop() {
+            while let Some(mut candidate) = idle.pop() {
                 let fresh = now.duration_since(candidate.since) < self.idle_timeout;
+                candidate.sender.drive_now();
                 if fresh && candidate.sender.is_ready() {
-                    found = Some(candidate.sender);
+                    found = Some((candidate.sender, candidate.alarm));
                     break;
                 }
             }
             found
         };
-        let (sender, reused) = match reusable {
-            Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+        let (sender, alarm, reused) = match reusable {
+            Some((sender, alarm)) => (sender, alarm, true),
+            None => (self.connect().await?, Alarm::default(), false),
         };
         Ok(Connection {
             sender,
+            alarm,
             pool: self.clone(),
             reused,
         })
@@ -223,17 +317,14 @@ impl Pool {
     where
         T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let (sender, connection) = http1::Builder::new().handshake(io).await?;
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                debug!(%server, %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        let (send, connection) = http1::Builder::new().handshake(io).await?;
+        Ok(Sender {
+            send,
+            driver: Some(Box::pin(connection.with_upgrades())),
+        })
     }
 
-    fn give_back(&self, sender: Sender) {
+    fn give_back(&self, sender: Sender, alarm: Alarm) {
         if sender.is_closed() {
             return;
         }
@@ -241,26 +332,41 @@ impl Pool {
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
+                alarm,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Closes idle connections older than the idle timeout.
+    /// Closes idle connections older than the idle timeout, and those the
+    /// server closed (each is driven once to notice).
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.idle()
-            .retain(|c| now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed());
+        self.idle().retain_mut(|c| {
+            c.sender.drive_now();
+            now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed()
+        });
     }
 }
 
 impl Connection {
     async fn send(mut self, request: Request<RequestBody>) -> Sent {
-        match self.sender.try_send_request(request).await {
+        match self.sender.send_request(request).await {
             Ok(response) => {
                 // A protocol switch takes the connection: it never comes back.
                 let keep = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let give_back = keep.then_some((self.sender, self.pool));
+                if !keep {
+                    self.sender.spawn_rest();
+                    return Sent::Response(response.map(|body| PooledBody {
+                        inner: body,
+                        give_back: None,
+                    }));
+                }
+                let give_back = Some(GiveBack {
+                    sender: self.sender,
+                    alarm: self.alarm,
+                    pool: self.pool,
+                });
                 Sent::Response(response.map(|body| PooledBody {
                     inner: body,
                     give_back,
@@ -277,13 +383,25 @@ impl Connection {
 /// A response body that returns its connection to the pool at its end.
 pub struct PooledBody {
     inner: Incoming,
-    give_back: Option<(Sender, Arc<Pool>)>,
+    give_back: Option<GiveBack>,
+}
+
+/// A connection on its way back to its pool.
+struct GiveBack {
+    sender: Sender,
+    alarm: Alarm,
+    pool: Arc<Pool>,
 }
 
 impl PooledBody {
     fn finished(&mut self) {
-        if let Some((sender, pool)) = self.give_back.take() {
-            pool.give_back(sender);
+        if let Some(GiveBack {
+            sender,
+            alarm,
+            pool,
+        }) = self.give_back.take()
+        {
+            pool.give_back(sender, alarm);
         }
     }
 }
@@ -296,6 +414,10 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // The body arrives as the connection reads it: drive it first.
+        if let Some(back) = &mut self.give_back {
+            back.sender.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finished(),
@@ -320,6 +442,72 @@ impl Drop for PooledBody {
         // A body dropped unread (say, a HEAD answer or a 304) may be complete.
         if self.inner.is_end_stream() {
             self.finished();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers `/slow` after two seconds, anything else at once.
+    async fn server() -> UpstreamUrl {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    if request.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"ok",
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        Request::builder()
+            .uri(path)
+            .header(http::header::HOST, "upstream")
+            .body(RequestBody::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_and_its_timer_still_bound_the_response_head() {
+        let limit = Duration::from_millis(200);
+        // Right after the last answer (its timer still set), and once that
+        // timer has fired unattended.
+        for pause in [Duration::ZERO, Duration::from_millis(300)] {
+            let url = server().await;
+            let pool = Arc::new(Pool::new(url, 4, Duration::from_secs(60), limit));
+            for _ in 0..2 {
+                let Sent::Response(response) = pool.send(get("/"), limit).await else {
+                    panic!("the fast path is answered");
+                };
+                response.into_body().collect().await.unwrap();
+            }
+            assert_eq!(pool.idle().len(), 1, "one connection, reused");
+            tokio::time::sleep(pause).await;
+            let started = Instant::now();
+            let sent = pool.send(get("/slow"), limit).await;
+            assert!(matches!(sent, Sent::TimedOut(_)), "after {pause:?}");
+            let took = started.elapsed();
+            assert!(
+                took >= limit && took < Duration::from_secs(1),
+                "{took:?} after {pause:?}"
+            );
         }
     }
 }

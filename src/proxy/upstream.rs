@@ -11,6 +11,7 @@
 //! service comes back as soon as one answers; when the health checks hold
 //! every server down, a request gets an immediate 502.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -93,8 +94,51 @@ pub struct Outbound<'a> {
     pub body: RequestBody,
     /// The same headers again, for a request that may be sent a second time
     /// after its first attempt got no response head: only an idempotent
-    /// request without a body (the caller decides, and keeps the copy).
+    /// request without a body, to a pool with another server to try (the
+    /// caller decides, with [`Upstreams::can_retry`], and keeps the copy).
     pub replay: Option<&'a HeaderMap>,
+}
+
+/// A copy of a request's headers, kept for a replay, made in a spare map of
+/// this thread's: the copy made for nearly every GET allocates no tables,
+/// and the map goes back to the spares when the copy is dropped.
+pub struct ReplayCopy(HeaderMap);
+
+thread_local! {
+    /// Cleared maps that keep their memory, for [`ReplayCopy`].
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare maps kept per thread at most.
+const MAX_SPARE_MAPS: usize = 8;
+
+impl ReplayCopy {
+    /// Copies `headers`, in order, every value of every name.
+    pub fn of(headers: &HeaderMap) -> ReplayCopy {
+        let mut copy = SPARE_MAPS.with_borrow_mut(Vec::pop).unwrap_or_default();
+        copy.reserve(headers.len());
+        for (name, value) in headers {
+            copy.append(name.clone(), value.clone());
+        }
+        ReplayCopy(copy)
+    }
+
+    /// The copied headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.0
+    }
+}
+
+impl Drop for ReplayCopy {
+    fn drop(&mut self) {
+        let mut map = std::mem::take(&mut self.0);
+        map.clear();
+        SPARE_MAPS.with_borrow_mut(|spare| {
+            if spare.len() < MAX_SPARE_MAPS {
+                spare.push(map);
+            }
+        });
+    }
 }
 
 impl Upstreams {
@@ -170,6 +214,12 @@ impl Upstreams {
         &self.name
     }
 
+    /// True when a failed request could go on to another server: the pool
+    /// has more than one (only then is a replay copy worth keeping).
+    pub fn can_retry(&self) -> bool {
+        self.servers.len() > 1
+    }
+
     /// The connection pool of one of its servers.
     pub fn pool_of(&self, url: &UpstreamUrl) -> Option<&Arc<Pool>> {
         self.servers
@@ -207,21 +257,22 @@ impl Upstreams {
         self.origin.elapsed().as_millis() as u64
     }
 
-    fn in_rotation(&self, index: usize, now_ms: u64) -> bool {
+    /// The clock is read only for a server that was ejected.
+    fn in_rotation(&self, index: usize) -> bool {
         let server = &self.servers[index];
+        let ejected_until = server.ejected_until.load(Ordering::Relaxed);
         !server.checked_down.load(Ordering::Relaxed)
-            && server.ejected_until.load(Ordering::Relaxed) <= now_ms
+            && (ejected_until == 0 || ejected_until <= self.elapsed_ms())
     }
 
     /// The next server in weighted round-robin order that is in rotation;
     /// when every server is ejected, the one whose ejection ends first.
     /// None only when the health checks hold every server down.
     fn pick(&self) -> Option<usize> {
-        let now = self.elapsed_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..self.schedule.len())
             .map(|i| self.schedule[(start + i) % self.schedule.len()])
-            .find(|&index| self.in_rotation(index, now))
+            .find(|&index| self.in_rotation(index))
             .or_else(|| self.soonest_back(&[]))
     }
 
@@ -237,11 +288,10 @@ impl Upstreams {
     /// For a retry: the next server after `after`, in rotation and not
     /// tried; when none is, the untried ejected one that is back soonest.
     fn pick_after(&self, after: usize, tried: &[usize]) -> Option<usize> {
-        let now = self.elapsed_ms();
         let count = self.servers.len();
         (1..count)
             .map(|i| (after + i) % count)
-            .find(|index| !tried.contains(index) && self.in_rotation(*index, now))
+            .find(|index| !tried.contains(index) && self.in_rotation(*index))
             .or_else(|| self.soonest_back(tried))
     }
 
@@ -480,6 +530,34 @@ fn build_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_copy_keeps_every_value_in_order_and_its_map_is_reused() {
+        let mut headers = HeaderMap::new();
+        headers.append(HOST, HeaderValue::from_static("a.example"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        headers.append(USER_AGENT, HeaderValue::from_static("t"));
+        let first = ReplayCopy::of(&headers);
+        assert_eq!(first.headers(), &headers);
+        let order = |map: &HeaderMap| {
+            map.iter()
+                .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(first.headers()), order(&headers));
+        let table = first.headers().capacity();
+        drop(first);
+        let mut small = HeaderMap::new();
+        small.insert(HOST, HeaderValue::from_static("b.example"));
+        let second = ReplayCopy::of(&small);
+        assert_eq!(second.headers(), &small);
+        assert_eq!(
+            second.headers().capacity(),
+            table,
+            "the spare map was reused"
+        );
+    }
 
     #[test]
     fn equal_weights_alternate() {

@@ -6,6 +6,7 @@
 //! is a valid header value (RFC 9110 §5.5) and the `X-Session` text is built
 //! by joining stored texts, without parsing them again.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 
@@ -54,24 +55,40 @@ pub fn to_ascii_json(value: &Value) -> String {
     String::from_utf8(out).expect("the formatter writes ASCII")
 }
 
+thread_local! {
+    /// Where [`encode_session`] writes, reused: the text it returns is then
+    /// copied once into a buffer of its exact size.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The scratch buffer's capacity kept between calls, at most.
+const MAX_SCRATCH: usize = 64 * 1024;
+
 /// Builds the `X-Session` text from stored fields (key, value's JSON text);
-/// metadata fields are left out.
+/// metadata fields are left out. The text's buffer is exactly its size, so
+/// `Bytes::from` takes it as it is, with no second allocation.
 pub fn encode_session<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = Vec::with_capacity(256);
-    out.push(b'{');
-    for (key, value) in fields {
-        if key.starts_with(META_PREFIX) {
-            continue;
+    SCRATCH.with_borrow_mut(|out| {
+        out.clear();
+        out.push(b'{');
+        for (key, value) in fields {
+            if key.starts_with(META_PREFIX) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            write_ascii_json(out, key);
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
         }
-        if out.len() > 1 {
-            out.push(b',');
+        out.push(b'}');
+        let text = out.to_vec();
+        if out.capacity() > MAX_SCRATCH {
+            *out = Vec::new();
         }
-        write_ascii_json(&mut out, key);
-        out.push(b':');
-        out.extend_from_slice(value.as_bytes());
-    }
-    out.push(b'}');
-    String::from_utf8(out).expect("keys are written as ASCII and values are stored as ASCII")
+        String::from_utf8(text).expect("keys are written as ASCII and values are stored as ASCII")
+    })
 }
 
 /// The length of the `X-Session` text of these fields, without building it.
@@ -237,6 +254,7 @@ mod tests {
         ]);
         let text = encode_session(stored.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(text, r#"{"cart":[1,2],"name":"Zo\u00eb","\u00fc":1}"#);
+        assert_eq!(text.capacity(), text.len(), "sized exactly");
         assert_eq!(encode_session([]), "{}");
     }
 

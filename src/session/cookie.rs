@@ -10,6 +10,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use cookie::Cookie;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderValue;
@@ -24,34 +25,47 @@ type HmacSha256 = Hmac<Sha256>;
 pub const SID_LEN: usize = 43;
 const TAG_LEN: usize = 43;
 
-/// A session id: 43 base64url characters that decode to 32 random bytes.
+/// A session id: 43 base64url characters that decode to 32 random bytes,
+/// held inline (making or copying one allocates nothing).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Sid(String);
+pub struct Sid([u8; SID_LEN]);
 
 impl Sid {
     /// A fresh sid from the operating system's CSPRNG.
     pub fn generate() -> Sid {
-        Sid(URL_SAFE_NO_PAD.encode(random_bytes()))
+        let mut text = [0u8; SID_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(random_bytes(), &mut text)
+            .expect("32 bytes are 43 base64url characters");
+        debug_assert_eq!(written, SID_LEN);
+        Sid(text)
     }
 
     /// Accepts text only if it is a well-formed sid (canonical base64url of 32 bytes).
     pub fn parse(text: &str) -> Option<Sid> {
         let mut raw = [0u8; 33];
-        let well_formed =
-            text.len() == SID_LEN && URL_SAFE_NO_PAD.decode_slice(text, &mut raw).ok() == Some(32);
-        well_formed.then(|| Sid(text.to_string()))
+        let text: [u8; SID_LEN] = text.as_bytes().try_into().ok()?;
+        let well_formed = URL_SAFE_NO_PAD.decode_slice(text, &mut raw).ok() == Some(32);
+        well_formed.then_some(Sid(text))
     }
 
     /// The sid's text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a sid is base64url")
+    }
+
+    /// The sid as a header value, in one buffer that every clone of the
+    /// value shares (a copy of the value, such as a replay's, allocates
+    /// nothing).
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(Bytes::from_owner(self.0)).expect("a sid is base64url")
     }
 }
 
 impl fmt::Debug for Sid {
     // A sid is a bearer credential: debug output shows only its start.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sid({}…)", &self.0[..6])
+        write!(f, "Sid({}…)", &self.as_str()[..6])
     }
 }
 
@@ -194,11 +208,22 @@ impl CookieCodec {
         // Most requests either carry no session cookie or carry it in the
         // only Cookie field: look before taking anything apart.
         let name = self.name().as_bytes();
-        let mentioned = headers
-            .get_all(http::header::COOKIE)
+        let fields = headers.get_all(http::header::COOKIE);
+        let mentioned = fields
             .iter()
             .any(|field| field.as_bytes().windows(name.len()).any(|w| w == name));
         if !mentioned {
+            return presented;
+        }
+        let several = fields.iter().nth(1).is_some();
+        if !several {
+            // The one field (always so in HTTP/1.1): out, and back rewritten.
+            let field = headers
+                .remove(http::header::COOKIE)
+                .expect("a Cookie field was mentioned");
+            if let Some(kept) = self.take_from_field(field, verify, &mut presented) {
+                headers.insert(http::header::COOKIE, kept);
+            }
             return presented;
         }
         // HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3): read them all.
@@ -206,45 +231,70 @@ impl CookieCodec {
             http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
             http::header::Entry::Vacant(_) => Vec::new(),
         };
-        let mut kept = Vec::with_capacity(fields.len());
         for field in fields {
-            // Pieces are split as bytes, and a cookie is ours by its name
-            // alone: one with a value that is not UTF-8 still goes. The
-            // other pieces stay as they were sent.
-            let mut others: Vec<&[u8]> = Vec::new();
-            let mut found_here = false;
-            for piece in field
+            if let Some(kept) = self.take_from_field(field, verify, &mut presented) {
+                headers.append(http::header::COOKIE, kept);
+            }
+        }
+        presented
+    }
+
+    /// One `Cookie` field without the session cookie: the field itself when
+    /// it has none, its other cookies joined again, or nothing when only the
+    /// session cookie was in it. With `verify`, what each session cookie
+    /// found in it amounts to is added to `presented`.
+    ///
+    /// Pieces are split as bytes, and a cookie is ours by its name alone:
+    /// one with a value that is not UTF-8 still goes. The other pieces stay
+    /// as they were sent.
+    fn take_from_field(
+        &self,
+        field: HeaderValue,
+        verify: bool,
+        presented: &mut Presented,
+    ) -> Option<HeaderValue> {
+        let name = self.name().as_bytes();
+        let pieces = || {
+            field
                 .as_bytes()
                 .split(|&b| b == b';')
                 .map(<[u8]>::trim_ascii)
-            {
-                let named = piece.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii);
-                if piece.contains(&b'=') && named == Some(self.name().as_bytes()) {
-                    found_here = true;
-                    if !verify {
-                        continue;
-                    }
-                    let value = std::str::from_utf8(piece)
-                        .ok()
-                        .and_then(|p| Cookie::parse(p).ok());
-                    let checked =
-                        value.map_or(Err(Rejection::Malformed), |c| self.check(c.value()));
-                    presented = presented.and(checked);
-                } else if !piece.is_empty() {
-                    others.push(piece);
+        };
+        let ours = |piece: &[u8]| {
+            piece.contains(&b'=')
+                && piece.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii) == Some(name)
+        };
+        let (mut found, mut others_len) = (false, 0);
+        for piece in pieces() {
+            if ours(piece) {
+                found = true;
+                if !verify {
+                    continue;
                 }
-            }
-            if !found_here {
-                kept.push(field);
-            } else if !others.is_empty() {
-                let rest = others.join(&b"; "[..]);
-                kept.push(HeaderValue::from_bytes(&rest).expect("taken from a header value"));
+                let value = std::str::from_utf8(piece)
+                    .ok()
+                    .and_then(|p| Cookie::parse(p).ok());
+                let checked = value.map_or(Err(Rejection::Malformed), |c| self.check(c.value()));
+                *presented = std::mem::replace(presented, Presented::None).and(checked);
+            } else if !piece.is_empty() {
+                others_len += piece.len() + "; ".len();
             }
         }
-        for field in kept {
-            headers.append(http::header::COOKIE, field);
+        if !found {
+            return Some(field);
         }
-        presented
+        if others_len == 0 {
+            return None;
+        }
+        // Sized exactly, so that the buffer becomes the value as it is.
+        let mut rest = Vec::with_capacity(others_len - "; ".len());
+        for piece in pieces().filter(|piece| !piece.is_empty() && !ours(piece)) {
+            if !rest.is_empty() {
+                rest.extend_from_slice(b"; ");
+            }
+            rest.extend_from_slice(piece);
+        }
+        Some(HeaderValue::from_maybe_shared(Bytes::from(rest)).expect("taken from a header value"))
     }
 }
 
@@ -325,6 +375,7 @@ mod tests {
         );
         assert_ne!(a, b);
         assert!(Sid::parse(a.as_str()).is_some());
+        assert_eq!(a.header_value(), a.as_str());
     }
 
     #[test]
