@@ -47,6 +47,29 @@ pub struct Touch {
     pub entry: Arc<Entry>,
 }
 
+impl Touch {
+    /// Its two commands: `PEXPIREAT <key> <deadline_ms> GT`, `PTTL <key>`.
+    fn add_to(&self, pipeline: &mut redis::Pipeline) {
+        pipeline
+            .cmd("PEXPIREAT")
+            .arg(&self.key)
+            .arg(self.deadline_ms)
+            .arg("GT")
+            .cmd("PTTL")
+            .arg(&self.key);
+    }
+
+    /// Their replies, sent at `sent_ms`: the `PTTL` is the copy's new
+    /// deadline; none (gone, or no longer expiring: an invalidation is on
+    /// its way) and the copy is not used again.
+    fn answered(&self, sent_ms: u64, replies: &[Value]) {
+        match replies.get(1) {
+            Some(Value::Int(ttl)) if *ttl > 0 => self.entry.stored_deadline(sent_ms + *ttl as u64),
+            _ => self.entry.stored_deadline(0),
+        }
+    }
+}
+
 /// The tracking connection's tasks, ended when this is dropped.
 pub struct Tracker {
     shared: Arc<Shared>,
@@ -279,30 +302,17 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
             let mut transaction = redis::pipe();
             transaction.atomic();
             for touch in &batch {
-                transaction
-                    .cmd("PEXPIREAT")
-                    .arg(&touch.key)
-                    .arg(touch.deadline_ms)
-                    .arg("GT")
-                    .cmd("PTTL")
-                    .arg(&touch.key);
+                touch.add_to(&mut transaction);
             }
             let sent_ms = super::epoch_ms();
             let sent = transaction.query_async::<Vec<Value>>(&mut connection);
-            match tokio::time::timeout(shared.deadline, sent).await {
-                Ok(Ok(replies)) => {
-                    for (touch, ttl) in batch.iter().zip(replies.chunks(2).map(|r| r.get(1))) {
-                        match ttl {
-                            Some(Value::Int(ttl)) if *ttl > 0 => {
-                                touch.entry.stored_deadline(sent_ms + *ttl as u64);
-                            }
-                            // Gone, or no longer expiring: an invalidation is on its way.
-                            _ => touch.entry.stored_deadline(0),
-                        }
+            match within(shared.deadline, sent).await {
+                Ok(replies) => {
+                    for (touch, replies) in batch.iter().zip(replies.chunks(2)) {
+                        touch.answered(sent_ms, replies);
                     }
                 }
-                Ok(Err(error)) => debug!(%error, "session cache: touches failed"),
-                Err(_) => debug!("session cache: touches got no answer in time"),
+                Err(error) => debug!(%error, "session cache: touches failed"),
             }
         }
         // Without tracking the cache is dark: those copies are gone anyway.
@@ -317,21 +327,10 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
 async fn push_cluster_touches(shared: &Shared, batch: &[Touch]) {
     let touches = batch.iter().map(|touch| async move {
         let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("PEXPIREAT")
-            .arg(&touch.key)
-            .arg(touch.deadline_ms)
-            .arg("GT")
-            .cmd("PTTL")
-            .arg(&touch.key);
+        touch.add_to(&mut pipeline);
         let sent_ms = super::epoch_ms();
         match within(shared.deadline, shared.link.query_all(&pipeline)).await {
-            Ok(replies) => match replies.get(1) {
-                Some(Value::Int(ttl)) if *ttl > 0 => {
-                    touch.entry.stored_deadline(sent_ms + *ttl as u64)
-                }
-                _ => touch.entry.stored_deadline(0),
-            },
+            Ok(replies) => touch.answered(sent_ms, &replies),
             Err(error) => debug!(%error, "session cache: a touch failed"),
         }
     });
