@@ -18,6 +18,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -71,15 +72,16 @@ pub struct Elapsed {
     pub limit: Duration,
 }
 
-/// Runs `future` under a deadline.
-pub async fn within<T>(
+/// Runs `future` under a deadline. Not an `async fn`: one would hold
+/// `future` twice in its state (as its argument and as what it awaits),
+/// doubling the size of every future built around it.
+pub fn within<F: Future>(
     what: &'static str,
     limit: Duration,
-    future: impl Future<Output = T>,
-) -> Result<T, Elapsed> {
+    future: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
     tokio::time::timeout(limit, future)
-        .await
-        .map_err(|_| Elapsed { what, limit })
+        .map(move |result| result.map_err(|_| Elapsed { what, limit }))
 }
 
 /// A timer made on first use and moved to whatever deadline applies when

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::HeaderValue;
 use tracing::warn;
 
@@ -233,20 +234,21 @@ impl Sessions {
         self
     }
 
-    /// One store call, timed and counted.
-    async fn timed<T>(
-        &self,
+    /// One store call, timed and counted. Not an `async fn`, so that `call`
+    /// is held once in the request's future, not twice.
+    fn timed<'a, T>(
+        &'a self,
         op: StoreOp,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        call: impl Future<Output = Result<T, StoreError>> + 'a,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'a {
         // Without [admin] nothing is counted: no clock read either.
-        if !self.metrics.enabled() {
-            return call.await;
-        }
-        let started = std::time::Instant::now();
-        let result = call.await;
-        self.metrics.store_call(op, started.elapsed(), &result);
-        result
+        let started = self.metrics.enabled().then(std::time::Instant::now);
+        call.map(move |result| {
+            if let Some(started) = started {
+                self.metrics.store_call(op, started.elapsed(), &result);
+            }
+            result
+        })
     }
 
     /// The store (to check it at start).

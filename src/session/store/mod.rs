@@ -28,6 +28,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::redis::users::{BoundSession, USER_FIELD, valid_user};
@@ -228,11 +231,16 @@ impl Store {
 
     /// Runs one store call under the store deadline: the one place it is
     /// enforced, reconnecting and failover included.
-    async fn within<T>(
+    /// Boxed, so that the futures of the Redis client stay on the heap: a
+    /// request's future holds a pointer, and is as small with a Redis store
+    /// as with the memory store (hyper moves it whole into its slot).
+    fn within<'a, T: 'a>(
         &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        crate::timeouts::within("a session store call", self.deadline, call).await?
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        crate::timeouts::within("a session store call", self.deadline, call)
+            .map(|result| result.unwrap_or_else(|elapsed| Err(elapsed.into())))
+            .boxed()
     }
 
     /// The session of `sid` from this process's cache (`[store.cache]`),
