@@ -46,7 +46,7 @@ use self::headers::{Client, SessionHeaders};
 use self::pool::PooledBody;
 use self::routes::Routes;
 use self::upgrade::Tunnels;
-use self::upstream::{Outbound, ReplayCopy, ServedBy, Upstreams};
+use self::upstream::{Outbound, ReplayCopy, Upstreams};
 use crate::access_log::{AccessLog, Entry, Logged, sid_hash};
 use crate::error::{Kind, Origin, ProxyError};
 use crate::metrics::{DEFAULT_POOL, Metrics, PoolMetrics, Protocol};
@@ -335,8 +335,8 @@ impl Gateway {
             body: RequestBody::new(body, self.body_idle),
             replay: replay.as_ref().map(ReplayCopy::headers),
         };
-        let mut response = pool.forward(outbound).await?;
-        context.upstream = response.extensions_mut().remove::<ServedBy>().map(|s| s.0);
+        let (mut response, served_by) = pool.forward(outbound).await?;
+        context.upstream = Some(served_by);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let tunnel = match (switching, client_upgrade) {
             (false, _) => None,

@@ -62,10 +62,6 @@ pub enum Rotation {
     FailingHealthChecks,
 }
 
-/// The server that answered a request, in its response's extensions.
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub UpstreamUrl);
-
 /// One server of the pool, and what is known of its health.
 struct Peer {
     url: UpstreamUrl,
@@ -328,11 +324,13 @@ impl Upstreams {
     /// failed, say), body and all; and when it was sent but no response head
     /// came back, if the caller gave a `replay` (an idempotent request
     /// without a body, RFC 9110 §9.2.2). A failure that is not the server's
-    /// own (the client's body broke) ends the request at once.
+    /// own (the client's body broke) ends the request at once. Says which
+    /// server answered (beside the response, not in its extensions: their
+    /// type map would cost three allocations per request).
     pub async fn forward(
         &self,
         outbound: Outbound<'_>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> Result<(Response<PooledBody>, UpstreamUrl), ProxyError> {
         let Outbound {
             method,
             path,
@@ -358,13 +356,10 @@ impl Upstreams {
             let request = build_request(&method, &path, request_headers, body);
             body = RequestBody::empty();
             let failure = match server.pool.send(request, self.response_timeout).await {
-                Sent::Response(mut response) => {
+                Sent::Response(response) => {
                     self.succeeded(index);
                     self.metrics.attempt(index, UpstreamOutcome::Ok);
-                    response
-                        .extensions_mut()
-                        .insert(ServedBy(server.url.clone()));
-                    return Ok(response);
+                    return Ok((response, server.url.clone()));
                 }
                 Sent::Unsent(request, error) => {
                     let (parts, unsent_body) = request.into_parts();
