@@ -56,7 +56,7 @@ impl RequestContext {
     ) -> Result<RequestContext, ProxyError> {
         let host = match parts.uri.authority() {
             Some(authority) => Some(authority_value(authority)),
-            None => single_host(&parts.headers)?,
+            None => single_host(&parts.headers, &client)?,
         };
         if host.is_none() && parts.version == Version::HTTP_11 {
             return Err(ProxyError::bad_request("an HTTP/1.1 request without Host"));
@@ -93,7 +93,7 @@ impl RequestContext {
 }
 
 /// The request's one `Host` header, checked to be a valid `host[:port]`.
-fn single_host(headers: &HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
+fn single_host(headers: &HeaderMap, client: &Client) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = headers.get_all(HOST).iter();
     let Some(host) = hosts.next() else {
         return Ok(None);
@@ -101,11 +101,13 @@ fn single_host(headers: &HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
     if hosts.next().is_some() {
         return Err(ProxyError::bad_request("more than one Host header"));
     }
-    match Authority::try_from(host.as_bytes()) {
-        Ok(authority) if authority.as_str() == host && !authority.as_str().contains('@') => {
-            Ok(Some(host.clone()))
-        }
-        _ => Err(ProxyError::bad_request(
+    let is_authority = |host: &HeaderValue| {
+        Authority::try_from(host.as_bytes())
+            .is_ok_and(|authority| authority.as_str() == host && !authority.as_str().contains('@'))
+    };
+    match client.host_passes(host, is_authority) {
+        true => Ok(Some(host.clone())),
+        false => Err(ProxyError::bad_request(
             "a Host header that is not host[:port]",
         )),
     }
@@ -173,6 +175,22 @@ mod tests {
         for bad in ["a b", "user@a.example", "a.example/path", ""] {
             assert!(refused(admit(Version::HTTP_11, "/", &[bad])), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_connection_that_sent_a_valid_host_is_still_refused_a_bad_one() {
+        let client = Arc::new(Client::new("127.0.0.1:5000".parse().unwrap(), false));
+        let on_it = |host: &str| {
+            let parts = parts(Version::HTTP_11, "/", &[host]);
+            RequestContext::admit(&parts, client.clone(), &Routes::default())
+        };
+        assert_eq!(host_of(on_it("a.example")).as_deref(), Some("a.example"));
+        assert_eq!(host_of(on_it("a.example")).as_deref(), Some("a.example"));
+        for bad in ["a b", "user@a.example", "a.example/path"] {
+            assert!(refused(on_it(bad)), "{bad:?}");
+        }
+        assert_eq!(host_of(on_it("b.example")).as_deref(), Some("b.example"));
+        assert!(refused(on_it("a.example/path")));
     }
 
     #[test]

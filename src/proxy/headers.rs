@@ -2,6 +2,7 @@
 //! (SPEC §4), hop-by-hop fields (RFC 9110 §7.6.1) and `X-Forwarded-*`.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -142,7 +143,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The client at the other end of a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Client {
     /// Its address.
     pub addr: SocketAddr,
@@ -153,6 +154,11 @@ pub struct Client {
     trusted: bool,
     /// It reached sessiongate over TLS: `X-Forwarded-Proto: https`.
     pub https: bool,
+    /// The last `Host` it sent that was found valid: a client names the
+    /// same host on every request of a connection, and checking one costs
+    /// an allocation (a copy, not the header value itself, which would
+    /// keep hyper's whole read buffer alive).
+    valid_host: Mutex<Option<Box<[u8]>>>,
 }
 
 impl Client {
@@ -164,7 +170,26 @@ impl Client {
             ip: HeaderValue::from_maybe_shared(ip).expect("an IP address is a header value"),
             trusted,
             https: false,
+            valid_host: Mutex::new(None),
         }
+    }
+
+    /// Whether `host` passes `check`, asked only when it differs from the
+    /// last host of this connection that passed.
+    pub fn host_passes(
+        &self,
+        host: &HeaderValue,
+        check: impl FnOnce(&HeaderValue) -> bool,
+    ) -> bool {
+        let mut known = self.valid_host.lock().expect("never held across a panic");
+        if known.as_deref() == Some(host.as_bytes()) {
+            return true;
+        }
+        let passes = check(host);
+        if passes {
+            *known = Some(host.as_bytes().into());
+        }
+        passes
     }
 
     /// The same client, connected over TLS.
