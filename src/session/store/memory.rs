@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use super::{
     BoundSession, Loaded, PERSIST_FIELD, SaveMode, Saved, SessionPolicy, SessionStore, StoreError,
     TakenSession, USER_FIELD, epoch_ms,
@@ -29,6 +31,9 @@ struct State {
 
 struct Entry {
     fields: BTreeMap<String, String>,
+    /// The `X-Session` text of `fields`, made when they are stored, so that
+    /// a load costs no encoding and no allocation (a clone shares it).
+    json: Bytes,
     created_ms: u64,
     expires_ms: u64,
 }
@@ -118,7 +123,7 @@ impl SessionStore for MemoryStore {
         };
         entry.expires_ms = now + ttl;
         Ok(Some(Loaded {
-            json: encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).into(),
+            json: entry.json.clone(),
             created_ms: entry.created_ms,
             user: entry.fields.get(USER_FIELD).cloned(),
             persist: entry.fields.contains_key(PERSIST_FIELD),
@@ -156,6 +161,7 @@ impl SessionStore for MemoryStore {
             return Ok(Saved::Gone);
         };
         let entry = Entry {
+            json: encode_session(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).into(),
             fields,
             created_ms,
             expires_ms: now + ttl,
