@@ -789,6 +789,40 @@ async fn touches_never_push_a_session_past_its_absolute_deadline() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touches_that_fall_due_one_by_one_go_out_in_shared_batches() {
+    const N: usize = 20;
+    let (rig, _redis, first, _key) = touch_rig("").await;
+    let gate = rig.a();
+    let mut cookies = vec![first];
+    for i in 1..N {
+        cookies.push(gate.create(&json!({ "n": i })).await);
+    }
+    for cookie in &cookies {
+        gate.get(cookie, &[]).await;
+    }
+    // Past the touch interval, every session's next use falls due.
+    tokio::time::sleep(Duration::from_millis(TOUCH_MS + 200)).await;
+    let before = rig.redis.command_stats();
+    for cookie in &cookies {
+        assert_eq!(status(&gate.get(cookie, &[]).await), "active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(SLACK_MS)).await;
+    let commands = commands_but_ping(&before, &rig.redis.command_stats());
+    let touches = commands.get("pexpireat").copied().unwrap_or(0);
+    let batches = commands.get("multi").copied().unwrap_or(0);
+    eprintln!("{N} uses 20 ms apart sent {commands:?}");
+    assert!(
+        touches >= N as u64 / 2,
+        "only {touches} of {N} due sessions were touched: {commands:?}"
+    );
+    assert!(
+        batches * 3 <= touches,
+        "{touches} touches went out in {batches} transactions: {commands:?}"
+    );
+}
+
 // 6. A cache smaller than the sessions in use.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

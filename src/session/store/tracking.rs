@@ -36,6 +36,12 @@ use crate::config::TrackingMode;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The most touches sent in one pipeline.
 const TOUCH_BATCH: usize = 256;
+/// How long the first touch of a batch waits for others to join it. Used
+/// sessions fall due one by one, and a batch of one costs its transaction's
+/// `MULTI` and `EXEC` for a single touch (four commands, not two). A
+/// touch's deadline is fixed when it is queued, so the wait moves no
+/// expiry.
+const TOUCH_GATHER: Duration = Duration::from_millis(100);
 
 /// A stored expiry to push: `PEXPIREAT <key> <deadline_ms> GT`.
 pub struct Touch {
@@ -286,7 +292,7 @@ fn apply(cache: &SessionCache, key_prefix: &str, push: &PushInfo) -> bool {
     }
 }
 
-/// Sends the touches waiting, each batch one `MULTI … EXEC` over the
+/// Sends the touches waiting (gathered for [`TOUCH_GATHER`]), each batch one `MULTI … EXEC` over the
 /// tracking connection: `PEXPIREAT <key> <deadline> GT` then `PTTL <key>`
 /// per touch. The `PTTL` matters in `default` mode: a write by the tracking
 /// connection itself (`NOLOOP`) is not announced to it, but Redis stops
@@ -296,6 +302,14 @@ fn apply(cache: &SessionCache, key_prefix: &str, push: &PushInfo) -> bool {
 async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<Touch>) {
     let mut batch = Vec::with_capacity(TOUCH_BATCH);
     while waiting.recv_many(&mut batch, TOUCH_BATCH).await > 0 {
+        if batch.len() < TOUCH_BATCH {
+            tokio::time::sleep(TOUCH_GATHER).await;
+            while batch.len() < TOUCH_BATCH
+                && let Ok(touch) = waiting.try_recv()
+            {
+                batch.push(touch);
+            }
+        }
         if shared.link.is_cluster() && shared.cache.is_live() {
             push_cluster_touches(&shared, &batch).await;
         } else if let Some(mut connection) = shared.connection() {
