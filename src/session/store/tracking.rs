@@ -292,9 +292,9 @@ fn apply(cache: &SessionCache, key_prefix: &str, push: &PushInfo) -> bool {
     }
 }
 
-/// Sends the touches waiting (gathered for [`TOUCH_GATHER`]), each batch one `MULTI … EXEC` over the
-/// tracking connection: `PEXPIREAT <key> <deadline> GT` then `PTTL <key>`
-/// per touch. The `PTTL` matters in `default` mode: a write by the tracking
+/// Sends the touches waiting, gathered for [`TOUCH_GATHER`], each batch one
+/// `MULTI … EXEC` over the tracking connection: `PEXPIREAT <key> <deadline>
+/// GT` then `PTTL <key>` per touch. The `PTTL` matters in `default` mode: a write by the tracking
 /// connection itself (`NOLOOP`) is not announced to it, but Redis stops
 /// tracking that key for it all the same; the read right behind it, in the
 /// same transaction so that no other write falls between, tracks it again.
