@@ -636,8 +636,10 @@ async fn network_cut_and_back() {
 }
 
 /// Slots that hold sessions move to another master under load (`ASK`
-/// while their keys move, `MOVED` after), and every node forgets the
-/// scripts (`SCRIPT FLUSH`, as after a restart): no request fails.
+/// while their keys move, `MOVED` after, and for 100 ms `MOVED` back and
+/// forth, while the old owner knows of the move and the new one not yet),
+/// and every node forgets the scripts (`SCRIPT FLUSH`, as after a
+/// restart): no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_slots_move_and_scripts_vanish_under_load() {
     let cluster = Cluster::start();
@@ -664,6 +666,7 @@ async fn cluster_slots_move_and_scripts_vanish_under_load() {
     let masters = cluster.masters();
     let (from, to) = (masters[0], masters[1]);
     let asking_before = cluster.calls(to, "asking");
+    let moved_back_before = cluster.errors(to, "MOVED");
     let moving: Vec<String> = cluster.nodes[from]
         .session_keys()
         .into_iter()
@@ -672,9 +675,16 @@ async fn cluster_slots_move_and_scripts_vanish_under_load() {
     assert!(!moving.is_empty());
     for key in &moving {
         let slot = cluster.slot_of(key);
-        cluster.move_slot(slot, from, to, Duration::from_millis(300));
+        cluster.move_slot(
+            slot,
+            from,
+            to,
+            Duration::from_millis(300),
+            Duration::from_millis(100),
+        );
     }
     let asked = cluster.calls(to, "asking") - asking_before;
+    let moved_back = cluster.errors(to, "MOVED") - moved_back_before;
     let evals = |cluster: &Cluster| -> u64 {
         cluster
             .masters()
@@ -692,10 +702,14 @@ async fn cluster_slots_move_and_scripts_vanish_under_load() {
     let (clients_done, outcomes) = load.finish().await;
     let counts = statuses(&outcomes);
     eprintln!(
-        "cluster reshard: {} slots moved, {asked} ASKING on the target; {reloaded} EVAL after SCRIPT FLUSH; statuses {counts:?}",
+        "cluster reshard: {} slots moved, {asked} ASKING on the target, {moved_back} MOVED back from it; {reloaded} EVAL after SCRIPT FLUSH; statuses {counts:?}",
         moving.len()
     );
     assert!(asked > 0, "no request was redirected with ASK");
+    assert!(
+        moved_back > 0,
+        "no request came while the two owners sent it back and forth"
+    );
     assert_eq!(
         counts.keys().copied().collect::<Vec<_>>(),
         [200],

@@ -1094,7 +1094,19 @@ impl Cluster {
     /// --cluster reshard` does, key by key, pausing `pause` after the keys
     /// have moved and before the slot's owner changes: requests for its keys
     /// meanwhile get `ASK`, and `MOVED` afterwards.
-    pub fn move_slot(&self, slot: u16, from: usize, to: usize, pause: Duration) {
+    ///
+    /// redis-cli then tells the masters of the new owner one by one, in its
+    /// own order; here the old owner hears first and the new one `handover`
+    /// later. In between the two send each request for the slot back and
+    /// forth with `MOVED`, each sure that the other owns it.
+    pub fn move_slot(
+        &self,
+        slot: u16,
+        from: usize,
+        to: usize,
+        pause: Duration,
+        handover: Duration,
+    ) {
         let (from_id, to_id) = (self.id(from), self.id(to));
         let setslot = |node: usize, args: &[&str]| {
             let mut cmd = redis::cmd("CLUSTER");
@@ -1128,6 +1140,8 @@ impl Cluster {
                 .unwrap();
         }
         std::thread::sleep(pause);
+        setslot(from, &["NODE", &to_id]);
+        std::thread::sleep(handover);
         for node in self.masters() {
             setslot(node, &["NODE", &to_id]);
         }
@@ -1140,6 +1154,17 @@ impl Cluster {
             .arg(key)
             .query(&mut self.nodes[0].connection())
             .unwrap()
+    }
+
+    /// How many `error` replies (`MOVED`, say) node `index` has sent (from
+    /// `INFO errorstats`).
+    pub fn errors(&self, index: usize, error: &str) -> u64 {
+        self.nodes[index]
+            .info("errorstats")
+            .get(&format!("errorstat_{error}"))
+            .and_then(|v| v.strip_prefix("count="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// How often node `index` has been sent `command` (from `INFO commandstats`).

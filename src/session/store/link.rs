@@ -7,7 +7,8 @@
 //!   (`sentinel.rs`; redis-rs does not do that, its issue #1438).
 //! - `Cluster`: redis-rs' cluster client, which routes each command by its
 //!   key's slot, follows `MOVED` and `ASK`, and refreshes its slot map when a
-//!   replica is promoted.
+//!   replica is promoted; a command caught between two nodes while its slot
+//!   moves is sent again within the store deadline.
 //!
 //! [`Access`] is what every connection of every kind shares: the ACL user,
 //! the password and the TLS certificates. No call deadline is set here: the
@@ -21,8 +22,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
-    ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    ProtocolVersion, RedisResult, TlsCertificates, Value,
+    ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    ProtocolVersion, RedisError, RedisResult, ServerErrorKind, TlsCertificates, Value,
 };
 
 use super::StoreError;
@@ -70,7 +71,7 @@ impl Link {
         match self {
             Link::Node(connection, _) => cmd.query_async(&mut connection.clone()).await,
             Link::Sentinel(sentinel) => sentinel.query(cmd).await,
-            Link::Cluster(cluster) => cmd.query_async(&mut cluster.connection().await?).await,
+            Link::Cluster(cluster) => cluster.query(cmd).await,
         }
     }
 
@@ -189,7 +190,15 @@ pub(super) struct Cluster {
     scheme: &'static str,
     connection: Mutex<Option<ClusterConnection>>,
     connecting: tokio::sync::Mutex<()>,
+    /// The store deadline: how long a command is sent again while its slot
+    /// is between two nodes (see [`Cluster::query`]).
+    deadline: Duration,
 }
+
+/// The first wait before a command whose slot is between two nodes is sent
+/// again, and the longest; the waits double in between.
+const IN_TRANSIT_WAIT: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(100));
 
 impl Cluster {
     fn new(
@@ -226,6 +235,7 @@ impl Cluster {
             },
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            deadline,
         })
     }
 
@@ -240,6 +250,28 @@ impl Cluster {
         let connection = self.client.get_async_connection().await?;
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Sends one command. redis-rs follows `MOVED` and `ASK` itself, at
+    /// once and a few times; but while a reshard hands a slot over, the
+    /// nodes are told one by one (`redis-cli --cluster reshard` tells every
+    /// master in turn, the old owner possibly first), and for that moment
+    /// the old owner and the new one send the command back and forth until
+    /// redis-rs gives up. A redirection or `TRYAGAIN` means the command was
+    /// not run, so it is sent again after a short wait, for as long as the
+    /// store deadline: the reshard is waited out, not answered with a 503.
+    async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let started = tokio::time::Instant::now();
+        let (mut wait, longest) = IN_TRANSIT_WAIT;
+        loop {
+            match cmd.query_async(&mut self.connection().await?).await {
+                Err(error) if in_transit(&error) && started.elapsed() + wait < self.deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(longest);
+                }
+                reply => return reply,
+            }
+        }
     }
 
     /// Every master's `host:port`, sorted, from `CLUSTER SLOTS`.
@@ -282,6 +314,17 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Whether a Cluster refused a command because its slot is moving: the
+/// command was not run, and can be sent again.
+fn in_transit(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+        )
+    )
 }
 
 /// What every connection to Redis carries: the ACL user and password from
