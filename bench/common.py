@@ -141,6 +141,17 @@ def redis_calls(port):
     return calls
 
 
+def redis_reads(port):
+    """How many reads from its clients' sockets redis-server has processed
+    (INFO stats' total_reads_processed): a pipeline that arrives at once is
+    one read, so this counts round trips, whatever the commands in them
+    (this call's own connection adds one or two)."""
+    for line in redis_cli(port, "INFO", "stats").splitlines():
+        if line.startswith("total_reads_processed:"):
+            return int(line.split(":")[1])
+    raise RuntimeError(f"redis on {port}: INFO stats has no total_reads_processed")
+
+
 def inside_scripts():
     """The commands that only sessiongate's Lua scripts run inside Redis, which
     INFO commandstats counts as well: the rule of `round_trips` in
@@ -180,7 +191,7 @@ def wrk(url, seconds, header=None, connections=CONNECTIONS, script=None):
     if script:
         args[1:1] = ["-s", script]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    percentile = lambda p: re.search(rf"^\s+{p}%\s+([\d.]+(?:us|ms|s))$", out, re.M)
+    percentile = lambda p: re.search(rf"^\s+{p}%\s+([\d.]+(?:us|ms|s))\s*$", out, re.M)
     if not (percentile(50) and percentile(99)):
         raise RuntimeError(f"unexpected wrk output for {url}:\n{out}")
     result = {

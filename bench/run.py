@@ -63,6 +63,7 @@ from common import (  # noqa: E402  (the helpers every bench/ script shares)
     read_sessions,
     redis_calls,
     redis_delta,
+    redis_reads,
     redis_store,
     sessiongate_config,
     start_backends,
@@ -471,14 +472,17 @@ def measure(target, workload, seconds, warmup):
     cpu_before = cpu_seconds(pids) if pids else 0
     if target.redis:
         calls_before, redis_before = redis_calls(target.redis[0]), cpu_seconds([target.redis[1]])
+        reads_before = redis_reads(target.redis[0])
     result = wrk(url, seconds, script=script)
     requests = max(result["requests"], 1)
     result["cpu_us"] = (cpu_seconds(pids) - cpu_before) * 1e6 / requests if pids else None
     result["rss_mib"] = status_kib(pids, "VmHWM") / 1024 if pids else None
-    result["trips"] = result["commands"] = result["redis_cpu_us"] = None
+    result["trips"] = result["commands"] = result["redis_cpu_us"] = result["reads"] = None
+    result["by_name"] = {}
     if target.redis:
         result["redis_cpu_us"] = (cpu_seconds([target.redis[1]]) - redis_before) * 1e6 / requests
-        top, every, _ = redis_delta(calls_before, redis_calls(target.redis[0]))
+        result["reads"] = (redis_reads(target.redis[0]) - reads_before) / requests
+        top, every, result["by_name"] = redis_delta(calls_before, redis_calls(target.redis[0]))
         result["trips"], result["commands"] = top / requests, every / requests
     return result
 

@@ -9,6 +9,9 @@
 #   bench/run.sh              # 5 rounds of 6 s per target and workload (about 17 minutes)
 #   bench/run.sh --quick      # 1 round of 2 s, a smoke test (under 3 minutes);
 #                             # prints its report, writes it only with --out FILE
+#   bench/run.sh --steady     # the cache under continuous load, windows of two
+#                             # touch intervals (bench/steady.py, about 10 minutes;
+#                             # results in bench/STEADY.md)
 #
 # Allocations per request need perf with uprobes (as root); without them that
 # column stays empty. nginx + Lua needs Debian's libnginx-mod-http-lua.
@@ -37,4 +40,8 @@ fi
 command -v perf >/dev/null 2>&1 || echo "bench/run.sh: no perf (Debian: linux-perf): no allocation counts" >&2
 
 cargo build --release --quiet --bin sessiongate --example bench-backend
+if [ "${1:-}" = --steady ]; then
+  shift
+  exec python3 bench/steady.py "$@"
+fi
 exec python3 bench/run.py "$@"
