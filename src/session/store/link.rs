@@ -71,7 +71,11 @@ impl Link {
         match self {
             Link::Node(connection, _) => cmd.query_async(&mut connection.clone()).await,
             Link::Sentinel(sentinel) => sentinel.query(cmd).await,
-            Link::Cluster(cluster) => cluster.query(cmd).await,
+            Link::Cluster(cluster) => {
+                cluster
+                    .placed(|mut connection| async move { cmd.query_async(&mut connection).await })
+                    .await
+            }
         }
     }
 
@@ -162,8 +166,11 @@ impl Link {
             }
             Link::Sentinel(sentinel) => sentinel.query_all(pipeline).await,
             Link::Cluster(cluster) => {
-                let mut connection = cluster.connection().await?;
-                connection.req_packed_commands(pipeline, 0, count).await
+                cluster
+                    .placed(|mut connection| async move {
+                        connection.req_packed_commands(pipeline, 0, count).await
+                    })
+                    .await
             }
         }
     }
@@ -191,7 +198,7 @@ pub(super) struct Cluster {
     connection: Mutex<Option<ClusterConnection>>,
     connecting: tokio::sync::Mutex<()>,
     /// The store deadline: how long a command is sent again while its slot
-    /// is between two nodes (see [`Cluster::query`]).
+    /// is between two nodes (see [`Cluster::placed`]).
     deadline: Duration,
 }
 
@@ -252,19 +259,25 @@ impl Cluster {
         Ok(connection)
     }
 
-    /// Sends one command. redis-rs follows `MOVED` and `ASK` itself, at
-    /// once and a few times; but while a reshard hands a slot over, the
-    /// nodes are told one by one (`redis-cli --cluster reshard` tells every
-    /// master in turn, the old owner possibly first), and for that moment
-    /// the old owner and the new one send the command back and forth until
-    /// redis-rs gives up. A redirection or `TRYAGAIN` means the command was
-    /// not run, so it is sent again after a short wait, for as long as the
-    /// store deadline: the reshard is waited out, not answered with a 503.
-    async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+    /// Sends a command or a pipeline (`send` over the connection) until a
+    /// node runs it. redis-rs follows `MOVED` and `ASK` itself, at once and
+    /// a few times; but while a reshard hands a slot over, the nodes are
+    /// told one by one (`redis-cli --cluster reshard` tells every master in
+    /// turn, the old owner possibly first), and for that moment the old
+    /// owner and the new one send it back and forth until redis-rs gives up.
+    /// A redirection or `TRYAGAIN` means it was not run, so it is sent again
+    /// after a short wait, for as long as the store deadline: the reshard is
+    /// waited out, not answered with a 503. Scripts, writes with their
+    /// `WAIT` and touches all come this way.
+    async fn placed<T, F, Fut>(&self, send: F) -> RedisResult<T>
+    where
+        F: Fn(ClusterConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let started = tokio::time::Instant::now();
         let (mut wait, longest) = IN_TRANSIT_WAIT;
         loop {
-            match cmd.query_async(&mut self.connection().await?).await {
+            match send(self.connection().await?).await {
                 Err(error) if in_transit(&error) && started.elapsed() + wait < self.deadline => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(longest);
