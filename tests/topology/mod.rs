@@ -1159,20 +1159,29 @@ impl Cluster {
     /// How many `error` replies (`MOVED`, say) node `index` has sent (from
     /// `INFO errorstats`).
     pub fn errors(&self, index: usize, error: &str) -> u64 {
-        self.nodes[index]
-            .info("errorstats")
-            .get(&format!("errorstat_{error}"))
-            .and_then(|v| v.strip_prefix("count="))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        self.stat(index, "errorstats", &format!("errorstat_{error}"), "count")
     }
 
     /// How often node `index` has been sent `command` (from `INFO commandstats`).
     pub fn calls(&self, index: usize, command: &str) -> u64 {
+        self.stat(
+            index,
+            "commandstats",
+            &format!("cmdstat_{command}"),
+            "calls",
+        )
+    }
+
+    /// The number `field=N` in the `line:…,field=N,…` of node `index`'s
+    /// `INFO section`; 0 when the line is not there (nothing counted yet).
+    fn stat(&self, index: usize, section: &str, line: &str, field: &str) -> u64 {
         self.nodes[index]
-            .info("commandstats")
-            .get(&format!("cmdstat_{command}"))
-            .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+            .info(section)
+            .get(line)
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
+            })
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
