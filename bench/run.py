@@ -78,6 +78,7 @@ HISTORY_MARK = "<!-- everything below this line is kept when the script rewrites
 IDLE_CONNECTIONS = 10_000
 SESSIONS = 10_000
 WRITE_SHARE = 0.10
+TOUCH_INTERVAL_S = 60  # the caches' touch_interval
 SESSION_JSON = '{"user":"bench","roles":["reader","writer"],"cart":[1,2,3]}'
 LUA_PREFIX = "lua:"
 
@@ -251,7 +252,7 @@ def gate_config(port, backends, work, name, store, redis_port=None, cache_mode=N
     body = redis_store(redis_port) if store == "redis" else 'kind = "memory"'
     cache = ""
     if cache_mode:
-        cache = f'[store.cache]\nmax_entries = {2 * SESSIONS}\ntouch_interval = "1m"\n'
+        cache = f'[store.cache]\nmax_entries = {2 * SESSIONS}\ntouch_interval = "{TOUCH_INTERVAL_S}s"\n'
         cache += f'mode = "{cache_mode}"\n' if with_mode else ""
     return sessiongate_config(work, name, port, backends, body, cache + TIMEOUTS)
 

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Processes, free_port, machine, start_backends, start_redis, wait_port  # noqa: E402
 import run  # noqa: E402  (the matrix's targets, configurations and wrk scripts)
 
-TOUCH_INTERVAL_S = 60  # run.py's `touch_interval = "1m"`
+TOUCH_INTERVAL_S = run.TOUCH_INTERVAL_S
 STEADY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "STEADY.md")
 
 
