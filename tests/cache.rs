@@ -421,6 +421,77 @@ async fn update_rotate_and_destroy_through_gate_a_are_seen_by_gate_b_bcast_mode(
     changes_through_gate_a_are_seen_by_gate_b("bcast", 200).await;
 }
 
+// 2b. The writing gate's own copy.
+
+/// Updates through one gate, 20 times. Each shows in the gate's next read
+/// and, with `refills` (default mode), becomes that gate's copy: the next
+/// read is answered from the cache with no command sent (SPEC §11: the
+/// changing instance updates its own cache first). (In bcast mode Redis
+/// announces the write back to its own gate, so the copy goes.) Either way
+/// the key is still watched: an operator's change made after the update
+/// reaches the gate.
+async fn a_gates_own_update_shows_at_once_and_later_changes_still_reach_it(
+    mode: &str,
+    refills: bool,
+) {
+    let rig = Rig::start(Options {
+        gates: 1,
+        ..Options::cached(&format!("mode = \"{mode}\""))
+    })
+    .await;
+    let gate = rig.a();
+    let mut redis = rig.redis.connection();
+    let cookie = gate.create(&json!({"user": "ada"})).await;
+    let active = |reply: &Reply| status(reply) == "active";
+    until_cached_everywhere(&rig, &cookie, &active).await;
+    let mut delays = Vec::new();
+    for trial in 0..20_u32 {
+        let update = json!({ "n": trial }).to_string();
+        let wrote = gate.get(&cookie, &[("x-test-update", &update)]).await;
+        assert_eq!(status(&wrote), "active", "trial {trial}");
+        let before = rig.redis.command_stats();
+        let (hit, reply) = gate.get_counting_hit(&cookie).await;
+        let commands = commands_but_ping(&before, &rig.redis.command_stats());
+        assert!(
+            !refills || (hit && commands.is_empty()),
+            "trial {trial}: the read after the gate's own update was not answered from its \
+             cache alone (hit {hit}, commands {commands:?})"
+        );
+        assert!(
+            has("n", json!(trial))(&reply),
+            "trial {trial}: the gate's copy after its update: {}",
+            shown(&reply)
+        );
+        let role = format!("op{trial}");
+        let _: i64 = redis::cmd("HSET")
+            .arg(key(&cookie))
+            .arg("role")
+            .arg(json!(role).to_string())
+            .query(&mut redis)
+            .unwrap();
+        let since = Instant::now();
+        let delay = until_seen(gate, &cookie, since, has("role", json!(role))).await;
+        delays.push(delay.unwrap_or_else(|| {
+            panic!("trial {trial}: an operator's HSET after the gate's own update was not seen within {CONVERGE:?}")
+        }));
+        until_cached_everywhere(&rig, &cookie, &active).await;
+    }
+    eprintln!(
+        "{mode}: after the gate's own update, an operator's HSET was seen after {}",
+        distribution(&mut delays)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_own_update_is_its_next_hit_and_later_changes_still_reach_it_default_mode() {
+    a_gates_own_update_shows_at_once_and_later_changes_still_reach_it("default", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_own_update_shows_at_once_and_later_changes_still_reach_it_bcast_mode() {
+    a_gates_own_update_shows_at_once_and_later_changes_still_reach_it("bcast", false).await;
+}
+
 // 3. An operator's changes.
 
 /// Requests `cookie` through every gate, round after round, until a round
@@ -627,6 +698,42 @@ async fn after_client_kill_no_stale_copy_outlives_the_close(mode: &str) {
         "{mode}: in 50 trials x {} gates, {raced} first requests raced the close",
         rig.gates.len()
     );
+}
+
+/// In default mode a gate's writes go over its tracking connection. An
+/// update sent right after that connection is killed is still stored and
+/// answered (sent again over the ordinary connection), and the gate reads
+/// it back; 30 trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_sent_as_the_tracking_connection_is_killed_is_still_stored() {
+    let rig = Rig::start(Options::cached("mode = \"default\"")).await;
+    let mut redis = rig.redis.connection();
+    let a = rig.a();
+    let cookie = a.create(&json!({"w": -1})).await;
+    for trial in 0..30 {
+        let active = |reply: &Reply| status(reply) == "active";
+        until_cached_everywhere(&rig, &cookie, &active).await;
+        kill_tracking(&mut redis);
+        let update = json!({ "w": trial }).to_string();
+        let wrote = a.get(&cookie, &[("x-test-update", &update)]).await;
+        assert_eq!(wrote.status, 200, "trial {trial}: {wrote:?}");
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(key(&cookie))
+            .arg("w")
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(trial.to_string().as_str()),
+            "trial {trial}"
+        );
+        let read = a.get(&cookie, &[]).await;
+        assert!(
+            has("w", json!(trial))(&read),
+            "trial {trial}: the gate read back {}",
+            shown(&read)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

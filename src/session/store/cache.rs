@@ -178,12 +178,42 @@ impl SessionCache {
             reads.pending.remove(sid);
         }
         let entry = entry?;
-        if standing && reads.epoch == ticket.epoch && self.is_live() {
-            self.entries.insert(sid.to_string(), entry.clone());
-        }
+        self.keep(&reads, standing, sid, ticket, &entry);
         drop(reads);
         let touch = self.touch_due(&entry, now_ms);
         Some((entry, touch))
+    }
+
+    /// Keeps the answer to `ticket`'s read or write if its ticket was still
+    /// standing and no flush or dark spell came since it began.
+    fn keep(&self, reads: &Reads, standing: bool, sid: &str, ticket: Ticket, entry: &Arc<Entry>) {
+        if standing && reads.epoch == ticket.epoch && self.is_live() {
+            self.entries.insert(sid.to_string(), entry.clone());
+        }
+    }
+
+    /// Registers a write of `sid` about to be sent over the tracking
+    /// connection, whose answer is the session as it left it: the old copy
+    /// goes, and every read in flight is withdrawn. `None` while tracking is
+    /// down.
+    pub fn begin_write(&self, sid: &str) -> Option<Ticket> {
+        self.invalidate(sid);
+        self.begin(sid)
+    }
+
+    /// The answer to a write begun with `ticket`: the session as the write
+    /// left it (`None`: the write failed, or left no session to keep). Every
+    /// read of `sid` still in flight is withdrawn and any copy dropped, since
+    /// a read sent over another connection may have been answered before
+    /// the write ran; the write's own answer is kept only if no
+    /// invalidation, and no later read or write, came since it began.
+    pub fn finish_write(&self, sid: &str, ticket: Ticket, entry: Option<Entry>) {
+        let mut reads = self.reads();
+        let standing = reads.pending.remove(sid) == Some(ticket.id);
+        self.entries.remove(sid);
+        if let Some(entry) = entry {
+            self.keep(&reads, standing, sid, ticket, &Arc::new(entry));
+        }
     }
 
     /// `sid` changed (or is about to, by this process): drop its copy and
@@ -342,6 +372,55 @@ mod tests {
             None,
             "nothing left to push"
         );
+    }
+
+    #[test]
+    fn a_write_answer_replaces_the_copy_unless_something_came_between() {
+        let cache = cache(10);
+        read(&cache, "a", "old", 0);
+        let ticket = cache.begin_write("a").unwrap();
+        assert!(cache.get("a", 0).is_none(), "the old copy goes at once");
+        cache.finish_write("a", ticket, Some(entry("new", 0, IDLE)));
+        assert_eq!(cache.get("a", 0).unwrap().0.loaded.json, "new");
+
+        let ticket = cache.begin_write("a").unwrap();
+        cache.invalidate("a");
+        cache.finish_write("a", ticket, Some(entry("newer", 0, IDLE)));
+        assert!(cache.get("a", 0).is_none(), "an invalidation came between");
+    }
+
+    #[test]
+    fn a_read_begun_before_a_write_was_answered_is_never_kept() {
+        let cache = cache(10);
+        let write = cache.begin_write("a").unwrap();
+        // A read over another connection, answered before the write ran.
+        let read = cache.begin("a").unwrap();
+        cache.finish("a", read, Some(entry("before the write", 0, IDLE)), 0);
+        cache.finish_write("a", write, Some(entry("written", 0, IDLE)));
+        assert!(
+            cache.get("a", 0).is_none(),
+            "neither the read nor the write it overtook is kept"
+        );
+
+        let write = cache.begin_write("a").unwrap();
+        let read = cache.begin("a").unwrap();
+        cache.finish_write("a", write, Some(entry("written", 0, IDLE)));
+        cache.finish("a", read, Some(entry("before the write", 0, IDLE)), 0);
+        assert!(
+            cache.get("a", 0).is_none(),
+            "a read still in flight is withdrawn"
+        );
+    }
+
+    #[test]
+    fn a_write_answered_after_a_flush_keeps_nothing() {
+        let cache = cache(10);
+        let ticket = cache.begin_write("a").unwrap();
+        cache.flush();
+        cache.finish_write("a", ticket, Some(entry("new", 0, IDLE)));
+        assert!(cache.get("a", 0).is_none());
+        cache.go_dark();
+        assert!(cache.begin_write("a").is_none());
     }
 
     #[test]

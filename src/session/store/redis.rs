@@ -19,6 +19,7 @@ use redis::{
     Arg, Cmd, ErrorKind, FromRedisValue, RedisError, RedisWrite, Script, ServerErrorKind,
     ToRedisArgs, Value,
 };
+use tracing::debug;
 
 // The user index (SPEC §12) sits beside this file but is this module's
 // child: it runs its scripts through the same `script`/`write` (NOSCRIPT,
@@ -163,9 +164,15 @@ impl RedisStore {
                 timeout_ms: (deadline.as_millis() as u64 / 2).max(1),
             }),
             load: Lua::new(include_str!("scripts/load.lua")),
-            save: Lua::new(include_str!("scripts/save.lua")),
+            save: Lua::new(concat!(
+                include_str!("scripts/state.lua"),
+                include_str!("scripts/save.lua")
+            )),
             take: Lua::new(include_str!("scripts/take.lua")),
-            peek: Lua::new(include_str!("scripts/peek.lua")),
+            peek: Lua::new(concat!(
+                include_str!("scripts/state.lua"),
+                include_str!("scripts/peek.lua")
+            )),
             cache: config.cache.as_ref().map(|cache| Cached {
                 cache: Arc::new(SessionCache::new(
                     cache.max_entries,
@@ -233,6 +240,67 @@ impl RedisStore {
         let result = write.await;
         forget();
         result
+    }
+
+    /// Where a write can refill this process's copy: with the cache in
+    /// `default` mode, on one node (not a Cluster) and without
+    /// `wait_replicas`, whose `WAIT`s must not hold up the tracking
+    /// connection. (In `bcast` mode Redis 7.0 announces a script's writes
+    /// even to the `NOLOOP` connection that ran it, so the refilled copy
+    /// would be dropped at once: there a write drops the copy, and the next
+    /// read fetches it.)
+    fn refills(&self) -> Option<(&Cached, &Tracker)> {
+        let cached = self.cache.as_ref()?;
+        if self.wait.is_some() || self.link.is_cluster() {
+            return None;
+        }
+        let tracker = self.tracker(cached);
+        tracker.reads_misses().then_some((cached, tracker))
+    }
+
+    /// A save over the tracking connection (SPEC §11: the writer updates its
+    /// own copy first): `NOLOOP` keeps this write from invalidating this
+    /// process, the script answers with the session as it left it, and
+    /// reading it there tracks the key again. The answer
+    /// becomes the copy unless something came between. An error (the
+    /// connection broke, or Redis refused) keeps nothing; the caller sends
+    /// the write again the ordinary way.
+    async fn save_and_refill(
+        &self,
+        cached: &Cached,
+        tracker: &Tracker,
+        sid: &Sid,
+        ticket: super::cache::Ticket,
+        call: &Cmd,
+    ) -> Result<Saved, StoreError> {
+        let sent_ms = epoch_ms();
+        let mut reply = tracker.query(call).await;
+        if reply.as_ref().is_err_and(is_noscript) {
+            reply = tracker.query(&self.save.eval(call)).await;
+        }
+        let answered = reply
+            .map_err(StoreError::from)
+            .and_then(decode::<Vec<u8>>)
+            .and_then(|reply| {
+                let (saved, state) = saved(&reply)?;
+                let entry = match state.map(|state| peeked(state, self.policy, sent_ms)) {
+                    Some(Ok(Peeked::Live(loaded, ttl_ms))) => {
+                        Some(Entry::new(loaded, sent_ms, ttl_ms))
+                    }
+                    _ => None,
+                };
+                Ok((saved, entry))
+            });
+        match answered {
+            Ok((saved, entry)) => {
+                cached.cache.finish_write(sid.as_str(), ticket, entry);
+                Ok(saved)
+            }
+            Err(error) => {
+                cached.cache.finish_write(sid.as_str(), ticket, None);
+                Err(error)
+            }
+        }
     }
 
     /// A miss while tracking is on: the session read without pushing its
@@ -462,6 +530,35 @@ fn loaded(reply: &[u8]) -> Result<Option<Loaded>, StoreError> {
     }))
 }
 
+/// The save script's reply: what became of the write and, after `peek`,
+/// the session as it left it (peek.lua's reply).
+fn saved(reply: &[u8]) -> Result<(Saved, Option<&[u8]>), StoreError> {
+    let (word, state) = match reply.iter().position(|&b| b == b':') {
+        Some(colon) => (&reply[..colon], Some(&reply[colon + 1..])),
+        None => (reply, None),
+    };
+    let saved = match (word, state) {
+        (b"ok", state) => return Ok((Saved::Stored, state)),
+        (b"gone", None) => Saved::Gone,
+        (b"exists", None) => Saved::Exists,
+        (b"too_large", Some(size)) => {
+            match std::str::from_utf8(size).ok().and_then(|n| n.parse().ok()) {
+                Some(size) => Saved::TooLarge { size },
+                None => return Err(bad_save(reply)),
+            }
+        }
+        _ => return Err(bad_save(reply)),
+    };
+    Ok((saved, None))
+}
+
+fn bad_save(reply: &[u8]) -> StoreError {
+    StoreError::Protocol(format!(
+        "save answered {:?}",
+        String::from_utf8_lossy(reply)
+    ))
+}
+
 /// What the peek script found.
 enum Peeked {
     /// A live session and its remaining life in ms.
@@ -524,28 +621,41 @@ impl SessionStore for RedisStore {
                 None
             }
         };
+        let refill = self.refills();
         call.arg(self.policy.idle.as_millis() as u64)
             .arg(self.policy.absolute.as_millis() as u64)
             .arg(self.policy.max_bytes)
-            .arg(created.map(|ms| ms.to_string()).unwrap_or_default());
+            .arg(created.map(|ms| ms.to_string()).unwrap_or_default())
+            .arg(if refill.is_some() { "peek" } else { "" });
         for (field, value) in changes.iter() {
             call.arg(field).arg(value.unwrap_or(""));
         }
-        let reply: String = decode(
+        let mut retried = false;
+        if let Some((cached, tracker)) = refill
+            && let Some(ticket) = cached.cache.begin_write(sid.as_str())
+        {
+            match self
+                .save_and_refill(cached, tracker, sid, ticket, &call)
+                .await
+            {
+                Ok(saved) => return Ok(saved),
+                Err(error) => {
+                    debug!(%error, "session cache: a write over the tracking connection failed; sending it again over the ordinary one");
+                    retried = true;
+                }
+            }
+        }
+        let reply: Vec<u8> = decode(
             self.changing(sid, self.write(Some(&self.save), call))
                 .await?,
         )?;
-        match reply.as_str() {
-            "ok" => Ok(Saved::Stored),
-            "gone" => Ok(Saved::Gone),
-            "exists" => Ok(Saved::Exists),
-            other => match other
-                .strip_prefix("too_large:")
-                .and_then(|n| n.parse().ok())
-            {
-                Some(size) => Ok(Saved::TooLarge { size }),
-                None => Err(StoreError::Protocol(format!("save answered {other:?}"))),
-            },
+        match saved(&reply)?.0 {
+            // The first try, over the tracking connection, may have stored
+            // it before failing (a fresh sid is never taken by chance).
+            Saved::Exists if retried && matches!(mode, SaveMode::Create { .. }) => {
+                Ok(Saved::Stored)
+            }
+            saved => Ok(saved),
         }
     }
 
@@ -655,6 +765,33 @@ mod tests {
         assert!(super::loaded(foreign.as_bytes()).unwrap().is_none());
         assert!(super::loaded(b"9:__created").is_err());
         assert!(super::loaded(b"").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_save_reply_says_what_became_of_the_write_and_after_peek_what_it_left() {
+        use super::super::Saved;
+        let ok = super::saved(b"ok").unwrap();
+        assert!(matches!(ok, (Saved::Stored, None)));
+        let peeked = super::saved(b"ok:5000:9:__created1:1").unwrap();
+        assert!(matches!(
+            peeked,
+            (Saved::Stored, Some(b"5000:9:__created1:1"))
+        ));
+        assert!(matches!(
+            super::saved(b"gone").unwrap(),
+            (Saved::Gone, None)
+        ));
+        assert!(matches!(
+            super::saved(b"exists").unwrap(),
+            (Saved::Exists, None)
+        ));
+        assert!(matches!(
+            super::saved(b"too_large:4097").unwrap(),
+            (Saved::TooLarge { size: 4097 }, None)
+        ));
+        for bad in [&b"too_large:x"[..], b"gone:1", b"", b"what"] {
+            assert!(super::saved(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,9 +6,12 @@
 -- ARGV[3]  absolute timeout, ms
 -- ARGV[4]  the largest session, in bytes of its X-Session text ('update' only)
 -- ARGV[5]  creation time, ms since the epoch ('create'; empty means now)
--- ARGV[6..] field, value pairs: a value is JSON text; an empty value deletes
--- Returns 'ok', 'gone' (no such session, or past its absolute deadline),
--- 'exists' (create over an existing key) or 'too_large:<bytes>'.
+-- ARGV[6]  'peek': answer a stored change with the session as it now is
+--          (the writer's cache keeps it), else ''
+-- ARGV[7..] field, value pairs: a value is JSON text; an empty value deletes
+-- Returns 'ok' (with 'peek': 'ok:' and state(KEYS[1]), state.lua), 'gone'
+-- (no such session, or past its absolute deadline), 'exists' (create over an
+-- existing key) or 'too_large:<bytes>'.
 local key = KEYS[1]
 local mode = ARGV[1]
 local exists = redis.call('EXISTS', key) == 1
@@ -54,7 +57,7 @@ if mode == 'update' then
     end
     merged[current[i]] = current[i + 1]
   end
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       merged[ARGV[i]] = nil
     else
@@ -88,7 +91,7 @@ if mode == 'create' then
   redis.call('HSET', key, '__created', string.format('%d', created))
 end
 -- One call per field: a change set of any size stays within Lua's stack.
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', key, ARGV[i])
   else
@@ -97,4 +100,7 @@ for i = 6, #ARGV, 2 do
 end
 -- An update that deleted every field leaves the metadata, so the key lives on.
 redis.call('PEXPIRE', key, ttl)
+if ARGV[6] == 'peek' then
+  return 'ok:' .. state(key)
+end
 return 'ok'
