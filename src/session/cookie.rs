@@ -6,11 +6,12 @@
 //! base64url without padding. Verification is constant time and tries every
 //! configured secret; a cookie that fails it is simply not a session.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cookie::Cookie;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderValue;
@@ -56,10 +57,31 @@ impl Sid {
 
     /// The sid as a header value, in one buffer that every clone of the
     /// value shares (a copy of the value, such as a replay's, allocates
-    /// nothing).
+    /// nothing). The text is carved from a block of [`SIDS_PER_BLOCK`]
+    /// sids that the thread's later sids share, so one request in that many
+    /// allocates (twice: the block and its shared count); a block is freed
+    /// once the last header value cut from it is.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_maybe_shared(Bytes::from_owner(self.0)).expect("a sid is base64url")
+        let text = SID_TEXTS.with(|texts| {
+            let mut texts = texts.borrow_mut();
+            if texts.capacity() < SID_LEN {
+                *texts = BytesMut::with_capacity(SIDS_PER_BLOCK * SID_LEN);
+            }
+            texts.extend_from_slice(&self.0);
+            texts.split().freeze()
+        });
+        HeaderValue::from_maybe_shared(text).expect("a sid is base64url")
     }
+}
+
+/// How many sids' header values share one allocation (see
+/// [`Sid::header_value`]): 2.7 KiB, held at most as long as the longest
+/// request among them.
+const SIDS_PER_BLOCK: usize = 64;
+
+thread_local! {
+    /// What is left of this thread's current block of sid texts.
+    static SID_TEXTS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 impl fmt::Debug for Sid {
@@ -362,6 +384,21 @@ mod tests {
 
     const A: &str = "secret-a-0123456789abcdef0123456789";
     const B: &str = "secret-b-0123456789abcdef0123456789";
+
+    #[test]
+    fn sid_header_values_cut_from_shared_blocks_each_hold_their_own_sid() {
+        let sids: Vec<Sid> = (0..3 * SIDS_PER_BLOCK + 5)
+            .map(|_| Sid::generate())
+            .collect();
+        let values: Vec<HeaderValue> = sids.iter().map(Sid::header_value).collect();
+        for (sid, value) in sids.iter().zip(&values) {
+            assert_eq!(value, sid.as_str());
+        }
+        // A value outlives the block's other values and its thread's buffer.
+        let kept = values[SIDS_PER_BLOCK + 1].clone();
+        drop(values);
+        assert_eq!(kept, sids[SIDS_PER_BLOCK + 1].as_str());
+    }
 
     #[test]
     fn generated_sids_are_43_url_safe_characters_and_distinct() {
