@@ -1,5 +1,5 @@
 //! The local session cache (SPEC §11): sessions as this process last read
-//! them from Redis, bounded by `max_entries` (the least recently used go
+//! (or wrote) them in Redis, bounded by `max_entries` (the least recently used go
 //! first), and the rules that keep a copy no older than Redis's truth:
 //!
 //! - copies are used only while tracking is live: [`SessionCache::go_dark`]
@@ -9,6 +9,10 @@
 //!   flight: a read registers a [`Ticket`] before it is sent, and its answer
 //!   is kept only if that ticket still stands when it arrives, so a change
 //!   made while the read was on the wire never hides behind its answer;
+//! - this process's own write drops the copy when it is sent and, if its
+//!   answer carries the session it left ([`SessionCache::begin_write`]),
+//!   that becomes the copy, unless an invalidation or another read or write
+//!   of the sid came between;
 //! - a copy is used only before the stored deadline it was read with (or
 //!   that this process's own touch has since set);
 //! - the touch: a hit asks for the stored expiry to be pushed only when it

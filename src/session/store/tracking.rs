@@ -8,8 +8,10 @@
 //!   within the store deadline, a Sentinel failover), the cache goes dark at
 //!   once, and comes back, empty, only once tracking is on again.
 //! - In `default` mode the misses are read over it, so that Redis tracks
-//!   what this process holds; in `bcast` mode Redis announces every change
-//!   under `key_prefix`, and misses go over the ordinary connection. A
+//!   what this process holds, and this process's stores go over it too,
+//!   answered with the session they leave (`redis.rs`); in `bcast` mode
+//!   Redis announces every change under `key_prefix`, and misses and
+//!   stores go over the ordinary connection. A
 //!   Cluster has one tracking connection per master, in `bcast` mode; when
 //!   its masters change, tracking starts again on the new set.
 //! - Touches go over it in batches (one transaction of `PEXPIREAT … GT`
@@ -135,8 +137,8 @@ impl Tracker {
         }
     }
 
-    /// Sends one command over the tracking connection (a miss, in
-    /// `default` mode); an error when tracking is not on.
+    /// Sends one command over the tracking connection (a miss or a store,
+    /// in `default` mode); an error when tracking is not on.
     pub async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         let Some(mut connection) = self.shared.connection() else {
             return Err(RedisError::from((
