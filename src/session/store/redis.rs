@@ -16,8 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::{
-    Arg, Cmd, ErrorKind, FromRedisValue, RedisError, RedisWrite, Script, ServerErrorKind,
-    ToRedisArgs, Value,
+    Arg, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script,
+    ServerErrorKind, ToRedisArgs, Value,
 };
 use tracing::debug;
 
@@ -130,6 +130,15 @@ impl Lua {
 
 fn is_noscript(error: &RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// `call` of `lua` over the tracking connection, sent again as `EVAL` when
+/// the node answers NOSCRIPT.
+async fn tracked_script(tracker: &Tracker, lua: &Lua, call: &Cmd) -> RedisResult<Value> {
+    match tracker.query(call).await {
+        Err(error) if is_noscript(&error) => tracker.query(&lua.eval(call)).await,
+        reply => reply,
+    }
 }
 
 fn decode<T: FromRedisValue>(value: Value) -> Result<T, StoreError> {
@@ -274,11 +283,8 @@ impl RedisStore {
         call: &Cmd,
     ) -> Result<Saved, StoreError> {
         let sent_ms = epoch_ms();
-        let mut reply = tracker.query(call).await;
-        if reply.as_ref().is_err_and(is_noscript) {
-            reply = tracker.query(&self.save.eval(call)).await;
-        }
-        let answered = reply
+        let answered = tracked_script(tracker, &self.save, call)
+            .await
             .map_err(StoreError::from)
             .and_then(decode::<Vec<u8>>)
             .and_then(|reply| {
@@ -291,16 +297,12 @@ impl RedisStore {
                 };
                 Ok((saved, entry))
             });
-        match answered {
-            Ok((saved, entry)) => {
-                cached.cache.finish_write(sid.as_str(), ticket, entry);
-                Ok(saved)
-            }
-            Err(error) => {
-                cached.cache.finish_write(sid.as_str(), ticket, None);
-                Err(error)
-            }
-        }
+        let (saved, entry) = match answered {
+            Ok((saved, entry)) => (Ok(saved), entry),
+            Err(error) => (Err(error), None),
+        };
+        cached.cache.finish_write(sid.as_str(), ticket, entry);
+        saved
     }
 
     /// A miss while tracking is on: the session read without pushing its
@@ -317,11 +319,7 @@ impl RedisStore {
         let read_ms = epoch_ms();
         let call = self.peek.call(self.key(sid));
         let reply = if tracker.reads_misses() {
-            let mut reply = tracker.query(&call).await;
-            if reply.as_ref().is_err_and(is_noscript) {
-                reply = tracker.query(&self.peek.eval(&call)).await;
-            }
-            match reply {
+            match tracked_script(tracker, &self.peek, &call).await {
                 Ok(reply) => Ok(reply),
                 Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
                     cached.cache.finish(sid.as_str(), ticket, None, read_ms);
@@ -621,7 +619,12 @@ impl SessionStore for RedisStore {
                 None
             }
         };
-        let refill = self.refills();
+        // Registered before the call is built: the script reads back what it
+        // left only for a write whose answer can become the copy.
+        let refill = self.refills().and_then(|(cached, tracker)| {
+            let ticket = cached.cache.begin_write(sid.as_str())?;
+            Some((cached, tracker, ticket))
+        });
         call.arg(self.policy.idle.as_millis() as u64)
             .arg(self.policy.absolute.as_millis() as u64)
             .arg(self.policy.max_bytes)
@@ -631,9 +634,7 @@ impl SessionStore for RedisStore {
             call.arg(field).arg(value.unwrap_or(""));
         }
         let mut retried = false;
-        if let Some((cached, tracker)) = refill
-            && let Some(ticket) = cached.cache.begin_write(sid.as_str())
-        {
+        if let Some((cached, tracker, ticket)) = refill {
             match self
                 .save_and_refill(cached, tracker, sid, ticket, &call)
                 .await
