@@ -3,7 +3,8 @@
 //! no Redis round trip; a change through one gate, or by an operator in
 //! Redis, is seen by every gate once its invalidation has arrived, and at
 //! once by the gate that made it; a broken tracking connection never leaves
-//! a stale copy in use; the throttled touch keeps the idle and absolute
+//! a stale copy in use, and a write made while it is down asks Redis for
+//! no copy; the throttled touch keeps the idle and absolute
 //! bounds; a cache smaller than the working set still serves every session
 //! its own data; and without `[store.cache]` every read is one EVALSHA.
 
@@ -734,6 +735,133 @@ async fn an_update_sent_as_the_tracking_connection_is_killed_is_still_stored() {
             shown(&read)
         );
     }
+}
+
+/// The commands clients send to a redis-server, as `redis-cli MONITOR`
+/// prints them, from the moment it is started; stopped when dropped.
+struct Monitor {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(redis: &Redis) -> Monitor {
+        use std::io::BufRead;
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "MONITOR"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli could not be run");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ok = String::new();
+        out.read_line(&mut ok).unwrap();
+        assert_eq!(ok.trim(), "OK", "MONITOR did not start");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let feed = lines.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                feed.lock().unwrap().push(line);
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    /// The first line seen that holds every one of `words` (quoted, as
+    /// MONITOR prints arguments), waiting up to 2 s for it.
+    async fn first_with(&self, words: &[&str]) -> Option<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| quoted.iter().all(|word| line.contains(word.as_str())))
+                .cloned();
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Stores `{"w": n}` through gate A and checks it reached Redis; the save
+/// script's call, as MONITOR saw it.
+async fn update_seen_by_monitor(rig: &Rig, cookie: &str, n: u32) -> String {
+    let monitor = Monitor::start(&rig.redis);
+    let update = json!({ "w": n }).to_string();
+    let wrote = rig.a().get(cookie, &[("x-test-update", &update)]).await;
+    assert_eq!(wrote.status, 200, "update {n}: {wrote:?}");
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(key(cookie))
+        .arg("w")
+        .query(&mut rig.redis.connection())
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(n.to_string().as_str()),
+        "update {n}"
+    );
+    monitor
+        .first_with(&["EVALSHA", &key(cookie), "update"])
+        .await
+        .unwrap_or_else(|| panic!("update {n}: no save script call seen by MONITOR"))
+}
+
+/// In default mode a write asks the save script for the session it leaves
+/// (`peek`) only while its answer can become the gate's copy. With tracking
+/// kept down (an ACL forbids `CLIENT TRACKING`, and the tracking connections
+/// are killed) an update goes over the ordinary connection without `peek`,
+/// and is stored; once tracking is back, the next update asks for it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_while_tracking_is_down_asks_redis_for_no_copy_and_is_stored() {
+    let rig = Rig::start(Options::cached("mode = \"default\"")).await;
+    let mut redis = rig.redis.connection();
+    let a = rig.a();
+    let cookie = a.create(&json!({"w": -1})).await;
+    let active = |reply: &Reply| status(reply) == "active";
+    until_cached_everywhere(&rig, &cookie, &active).await;
+    let acl = |rule: &str| {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query(&mut rig.redis.connection())
+            .unwrap();
+    };
+    acl("-client|tracking");
+    kill_tracking(&mut redis);
+    // Dark once a read of the cached session is no longer a hit.
+    let started = Instant::now();
+    while a.get_counting_hit(&cookie).await.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cache still answers 5 s after its tracking connection was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dark = update_seen_by_monitor(&rig, &cookie, 1).await;
+    assert!(
+        !dark.contains("\"peek\""),
+        "a write while tracking was down asked for the session back: {dark}"
+    );
+    acl("+client|tracking");
+    until_cached_everywhere(&rig, &cookie, &active).await;
+    let live = update_seen_by_monitor(&rig, &cookie, 2).await;
+    assert!(
+        live.contains("\"peek\""),
+        "with tracking back, a write did not ask for the session it leaves: {live}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
