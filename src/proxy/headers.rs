@@ -46,15 +46,37 @@ impl SessionHeaders {
 
     /// Removes every header whose name starts with the prefix, whatever its
     /// case (names are case-insensitive, RFC 9110 §5.1).
+    /// A name of sessiongate's own is removed by that name; only another
+    /// prefixed one is copied first (a parsed name's copy allocates).
     pub fn strip(&self, headers: &mut HeaderMap) {
-        let prefixed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(&self.prefix))
-            .cloned()
-            .collect();
-        for name in prefixed {
-            headers.remove(name);
+        loop {
+            let Some(name) = headers
+                .keys()
+                .find(|name| name.as_str().starts_with(&self.prefix))
+            else {
+                return;
+            };
+            match self.own().find(|own| *own == name) {
+                Some(own) => headers.remove(own),
+                None => {
+                    let name = name.clone();
+                    headers.remove(name)
+                }
+            };
         }
+    }
+
+    /// The names of the session headers.
+    fn own(&self) -> impl Iterator<Item = &HeaderName> {
+        [
+            &self.id,
+            &self.status,
+            &self.session,
+            &self.update,
+            &self.action,
+            &self.user,
+        ]
+        .into_iter()
     }
 }
 
@@ -248,6 +270,8 @@ mod tests {
             ("x-session", "{}"),
             ("X-SESSION-ID", "a"),
             ("x-Session-Whatever", "b"),
+            ("x-session-update", "{\"a\":1}"),
+            ("X-Session-Update", "{\"b\":2}"),
             ("x-other", "c"),
         ]);
         names.strip(&mut headers);
