@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The metadata prefix: session keys that start with it belong to sessiongate.
 pub const META_PREFIX: &str = "__";
@@ -46,6 +47,28 @@ fn write_ascii_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) 
     value
         .serialize(&mut serializer)
         .expect("JSON values and strings always serialize");
+}
+
+/// The length of a string's text as [`write_ascii_json`] writes it,
+/// counted without writing it anywhere.
+fn ascii_json_len(text: &str) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde::Serialize::serialize(
+        text,
+        &mut serde_json::Serializer::with_formatter(&mut count, AsciiFormatter),
+    )
+    .expect("strings always serialize");
+    count.0
 }
 
 /// A JSON value as compact, printable-ASCII JSON text.
@@ -99,9 +122,7 @@ pub fn session_size<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         if key.starts_with(META_PREFIX) {
             continue;
         }
-        let mut encoded_key = Vec::new();
-        write_ascii_json(&mut encoded_key, key);
-        size += encoded_key.len() + 1 + value.len();
+        size += ascii_json_len(key) + 1 + value.len();
         count += 1;
     }
     size + count.saturating_sub(1)
@@ -125,6 +146,11 @@ impl Changes {
         self.0.get(key)?.as_deref()
     }
 
+    /// How many keys change.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// No change at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -138,6 +164,19 @@ impl Changes {
     /// Each changed key and its new JSON text (`None`: delete).
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
+    }
+
+    /// A session's fields as these changes would leave them, without
+    /// changing them (in no particular order).
+    pub fn over<'a>(
+        &'a self,
+        fields: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let kept = fields
+            .iter()
+            .filter(|(key, _)| !self.0.contains_key(key.as_str()))
+            .map(|(key, value)| (key.as_str(), value.as_str()));
+        kept.chain(self.iter().filter_map(|(key, value)| Some((key, value?))))
     }
 
     /// Applies these changes to a session's fields.
@@ -205,20 +244,92 @@ pub fn parse_updates<'a>(
     let mut changes = BTreeMap::new();
     for (i, value) in values.into_iter().enumerate() {
         let index = i + 1;
-        let object: serde_json::Map<String, Value> =
-            serde_json::from_slice(value).map_err(|e| UpdateError::NotAnObject {
-                index,
-                reason: e.to_string(),
-            })?;
-        for (key, value) in object {
-            if key.starts_with(META_PREFIX) {
-                return Err(UpdateError::ReservedKey { index, key });
-            }
-            let text = (!value.is_null()).then(|| to_ascii_json(&value));
-            changes.insert(key, text);
+        let mut reserved = None;
+        let mut parser = serde_json::Deserializer::from_slice(value);
+        let parsed = serde::de::DeserializeSeed::deserialize(
+            UpdateInto {
+                changes: &mut changes,
+                reserved: &mut reserved,
+            },
+            &mut parser,
+        )
+        .and_then(|()| parser.end());
+        if let Some(key) = reserved {
+            return Err(UpdateError::ReservedKey { index, key });
         }
+        parsed.map_err(|e| UpdateError::NotAnObject {
+            index,
+            reason: e.to_string(),
+        })?;
     }
     Ok(Changes(changes))
+}
+
+/// One update's object, read straight into the changes: each value's text
+/// is taken as the backend wrote it when that is already compact printable
+/// ASCII (as most are), and written again only otherwise. A reserved key
+/// stops the parse and is handed back.
+struct UpdateInto<'c> {
+    changes: &'c mut BTreeMap<String, Option<String>>,
+    reserved: &'c mut Option<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UpdateInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        parser.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UpdateInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key.starts_with(META_PREFIX) {
+                *self.reserved = Some(key);
+                return Err(serde::de::Error::custom("a reserved key"));
+            }
+            let raw: &RawValue = map.next_value()?;
+            let text = match raw.get() {
+                "null" => None,
+                text if is_compact_ascii(text) => Some(text.to_string()),
+                text => {
+                    let value: Value =
+                        serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+                    Some(to_ascii_json(&value))
+                }
+            };
+            self.changes.insert(key, text);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a JSON text is already what the formatter would write: printable
+/// ASCII only, and no whitespace outside strings.
+fn is_compact_ascii(text: &str) -> bool {
+    let (mut in_string, mut escaped) = (false, false);
+    text.bytes().all(|byte| {
+        let printable = (0x20..0x7f).contains(&byte);
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            printable
+        } else {
+            in_string = byte == b'"';
+            printable && byte != b' '
+        }
+    })
 }
 
 #[cfg(test)]
@@ -303,6 +414,45 @@ mod tests {
                 ("name", Some("\"\\u65e5\\u672c\""))
             ]
         );
+    }
+
+    #[test]
+    fn a_compact_ascii_value_is_kept_as_written_and_any_other_is_written_again() {
+        let update = r#"{"kept":{"a":[1,"x y",true]},"quote":"say \"hi, you\"","spaced":[1, 2],"nl":
+{"b" :null},"uni":"caf\u00e9 bar","utf8":"café","gone":null,"dup":1,"dup":2}"#;
+        let changes = parse_updates([update.as_bytes()]).unwrap();
+        let set: BTreeMap<_, _> = changes.iter().collect();
+        let expected: BTreeMap<_, _> = [
+            ("dup", Some("2")),
+            ("gone", None),
+            ("kept", Some(r#"{"a":[1,"x y",true]}"#)),
+            ("nl", Some(r#"{"b":null}"#)),
+            ("quote", Some(r#""say \"hi, you\"""#)),
+            ("spaced", Some("[1,2]")),
+            ("uni", Some(r#""caf\u00e9 bar""#)),
+            ("utf8", Some(r#""caf\u00e9""#)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(set, expected);
+        assert!(is_compact_ascii(r#""a \" b""#));
+        assert!(!is_compact_ascii(r#""a \" b" "#));
+        assert!(!is_compact_ascii("[1,\t2]"));
+        assert!(!is_compact_ascii("\"\u{7f}\""));
+    }
+
+    #[test]
+    fn changes_over_fields_are_what_applying_them_leaves() {
+        let stored = fields(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let changes = parse_updates([br#"{"b":null,"c":30,"d":4}"#.as_slice()]).unwrap();
+        let over: BTreeMap<String, String> = changes
+            .over(&stored)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut applied = stored.clone();
+        changes.apply_to(&mut applied);
+        assert_eq!(over, applied);
+        assert_eq!(applied, fields(&[("a", "1"), ("c", "30"), ("d", "4")]));
     }
 
     #[test]

@@ -139,34 +139,34 @@ impl SessionStore for MemoryStore {
         let now = epoch_ms();
         let mut state = self.lock();
         state.count_write(now);
-        let exists = state.live(sid, now).is_some();
-        let (created_ms, mut fields) = match mode {
-            SaveMode::Create { .. } if exists => return Ok(Saved::Exists),
-            SaveMode::Update if !exists => return Ok(Saved::Gone),
-            SaveMode::Create { created_ms } => (created_ms.unwrap_or(now), BTreeMap::new()),
-            SaveMode::Update => {
-                let entry = &state.sessions[sid];
-                (entry.created_ms, entry.fields.clone())
+        let created_ms = match (mode, state.live(sid, now)) {
+            (SaveMode::Create { .. }, Some(_)) => return Ok(Saved::Exists),
+            (SaveMode::Update, None) => return Ok(Saved::Gone),
+            (SaveMode::Create { created_ms }, None) => created_ms.unwrap_or(now),
+            (SaveMode::Update, Some(entry)) => {
+                // Checked on the fields as they would be: nothing is
+                // copied, and a refused update leaves them as they are.
+                let size = session_size(changes.over(&entry.fields));
+                if size > self.policy.max_bytes {
+                    return Ok(Saved::TooLarge { size });
+                }
+                entry.created_ms
             }
         };
-        changes.apply_to(&mut fields);
-        if mode == SaveMode::Update {
-            let size = session_size(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            if size > self.policy.max_bytes {
-                return Ok(Saved::TooLarge { size });
-            }
-        }
         let Some(ttl) = self.policy.ttl_ms(created_ms, now) else {
             state.sessions.remove(sid);
             return Ok(Saved::Gone);
         };
-        let entry = Entry {
-            json: encode_session(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).into(),
-            fields,
+        let entry = state.sessions.entry(sid.clone()).or_insert_with(|| Entry {
+            fields: BTreeMap::new(),
+            json: Bytes::new(),
             created_ms,
-            expires_ms: now + ttl,
-        };
-        state.sessions.insert(sid.clone(), entry);
+            expires_ms: 0,
+        });
+        changes.apply_to(&mut entry.fields);
+        entry.json =
+            encode_session(entry.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))).into();
+        entry.expires_ms = now + ttl;
         Ok(Saved::Stored)
     }
 
