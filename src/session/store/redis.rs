@@ -110,7 +110,13 @@ impl Lua {
 
     /// `EVALSHA` of this script for one key; add the arguments to it.
     fn call(&self, key: SessionKey<'_>) -> Cmd {
-        let mut cmd = Cmd::with_capacity(8, 160);
+        self.call_with_room(key, 4, 0)
+    }
+
+    /// [`Lua::call`] with room for `args` more arguments of `bytes` in all,
+    /// so that adding them allocates nothing more.
+    fn call_with_room(&self, key: SessionKey<'_>, args: usize, bytes: usize) -> Cmd {
+        let mut cmd = Cmd::with_capacity(4 + args, 160 + bytes);
         cmd.arg("EVALSHA").arg(&self.sha).arg(1).arg(key);
         cmd
     }
@@ -608,7 +614,14 @@ impl SessionStore for RedisStore {
         mode: SaveMode,
         changes: &Changes,
     ) -> Result<Saved, StoreError> {
-        let mut call = self.save.call(self.key(sid));
+        // The mode and policy arguments, then a field and a value per change.
+        let bytes: usize = changes
+            .iter()
+            .map(|(field, value)| field.len() + value.map_or(0, str::len))
+            .sum();
+        let mut call = self
+            .save
+            .call_with_room(self.key(sid), 6 + 2 * changes.len(), 64 + bytes);
         let created = match mode {
             SaveMode::Create { created_ms } => {
                 call.arg("create");
