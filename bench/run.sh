@@ -12,6 +12,9 @@
 #   bench/run.sh --steady     # the cache under continuous load, windows of two
 #                             # touch intervals (bench/steady.py, about 10 minutes;
 #                             # results in bench/STEADY.md)
+#   bench/run.sh --allocs     # allocations per request under continuous load, touches
+#                             # at their steady rate (bench/allocs.py, about 10 minutes;
+#                             # results in bench/ALLOCS.md)
 #
 # Allocations per request need perf with uprobes (as root); without them that
 # column stays empty. nginx + Lua needs Debian's libnginx-mod-http-lua.
@@ -43,5 +46,9 @@ cargo build --release --quiet --bin sessiongate --example bench-backend
 if [ "${1:-}" = --steady ]; then
   shift
   exec python3 bench/steady.py "$@"
+fi
+if [ "${1:-}" = --allocs ]; then
+  shift
+  exec python3 bench/allocs.py "$@"
 fi
 exec python3 bench/run.py "$@"
