@@ -296,9 +296,15 @@ impl<'de> serde::de::Visitor<'de> for UpdateInto<'_> {
                 return Err(serde::de::Error::custom("a reserved key"));
             }
             let raw: &RawValue = map.next_value()?;
+            let found = scan(raw.get());
+            if found.depth > MAX_VALUE_DEPTH {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the value of {key:?} nests more than {MAX_VALUE_DEPTH} levels deep"
+                )));
+            }
             let text = match raw.get() {
                 "null" => None,
-                text if is_compact_ascii(text) => Some(text.to_string()),
+                text if found.compact => Some(text.to_string()),
                 text => {
                     let value: Value =
                         serde_json::from_str(text).map_err(serde::de::Error::custom)?;
@@ -311,25 +317,58 @@ impl<'de> serde::de::Visitor<'de> for UpdateInto<'_> {
     }
 }
 
-/// Whether a JSON text is already what the formatter would write: printable
-/// ASCII only, and no whitespace outside strings.
-fn is_compact_ascii(text: &str) -> bool {
-    let (mut in_string, mut escaped) = (false, false);
-    text.bytes().all(|byte| {
-        let printable = (0x20..0x7f).contains(&byte);
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+/// How deeply a stored value may nest. serde_json parses at most 127
+/// levels, and a value sits one level inside its session's object, as
+/// `X-Session` is parsed again (`[session.expose]`, and backends).
+const MAX_VALUE_DEPTH: usize = 126;
+
+/// What [`scan`] finds in a JSON text that serde_json has accepted as one
+/// value (a raw value: it checks no surrogate and no nesting depth).
+struct Scan {
+    /// Already as the formatter writes it: printable ASCII only, no
+    /// whitespace outside strings, and no `\uD800`–`\uDFFF` escape (only
+    /// the parser pairs surrogates up, or refuses a lone one).
+    compact: bool,
+    /// The deepest nesting of arrays and objects.
+    depth: usize,
+}
+
+fn scan(text: &str) -> Scan {
+    let bytes = text.as_bytes();
+    let (mut compact, mut in_string) = (true, false);
+    let (mut depth, mut deepest) = (0_usize, 0_usize);
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        compact &= (0x20..0x7f).contains(&byte);
+        match (in_string, byte) {
+            (true, b'\\') => {
+                if let [
+                    b'u',
+                    b'd' | b'D',
+                    b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F',
+                    ..,
+                ] = bytes[at + 1..]
+                {
+                    compact = false;
+                }
+                at += 1; // the escaped character
             }
-            printable
-        } else {
-            in_string = byte == b'"';
-            printable && byte != b' '
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (true, _) => {}
+            (false, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, b' ') => compact = false,
+            (false, _) => {}
         }
-    })
+        at += 1;
+    }
+    Scan {
+        compact,
+        depth: deepest,
+    }
 }
 
 #[cfg(test)]
@@ -435,10 +474,47 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(set, expected);
-        assert!(is_compact_ascii(r#""a \" b""#));
-        assert!(!is_compact_ascii(r#""a \" b" "#));
-        assert!(!is_compact_ascii("[1,\t2]"));
-        assert!(!is_compact_ascii("\"\u{7f}\""));
+        let compact = |text: &str| scan(text).compact;
+        assert!(compact(r#""a \" b""#));
+        assert!(
+            compact(r#""\\u00e9 \\ud800""#),
+            "escaped backslashes, not escapes"
+        );
+        assert!(!compact(r#""a \" b" "#));
+        assert!(!compact("[1,\t2]"));
+        assert!(!compact("\"\u{7f}\""));
+        assert!(!compact(r#""\ud83c\udf89""#), "surrogates go to the parser");
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_is_refused_and_a_pair_is_kept() {
+        let err = parse_updates([br#"{"s":"\ud800"}"#.as_slice()]).unwrap_err();
+        assert!(
+            matches!(err, UpdateError::NotAnObject { index: 1, .. }),
+            "{err}"
+        );
+        let changes = parse_updates([br#"{"s":"\uD83C\uDF89"}"#.as_slice()]).unwrap();
+        assert_eq!(changes.get("s"), Some(r#""\ud83c\udf89""#));
+    }
+
+    #[test]
+    fn a_value_nested_deeper_than_a_session_can_be_parsed_again_is_refused() {
+        // With a space inside, the value takes the parser's path.
+        let nested = |depth: usize, space: &str| {
+            format!("[{space}{}{}", "[".repeat(depth - 1), "]".repeat(depth))
+        };
+        for space in ["", " "] {
+            let deepest = format!(r#"{{"v":{}}}"#, nested(MAX_VALUE_DEPTH, space));
+            let changes = parse_updates([deepest.as_bytes()]).unwrap();
+            let session = encode_session(changes.iter().map(|(k, v)| (k, v.unwrap())));
+            serde_json::from_str::<Value>(&session).expect("the session parses again");
+            let deeper = format!(r#"{{"v":{}}}"#, nested(MAX_VALUE_DEPTH + 1, space));
+            let err = parse_updates([deeper.as_bytes()]).unwrap_err();
+            assert!(
+                matches!(err, UpdateError::NotAnObject { index: 1, .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]

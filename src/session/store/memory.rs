@@ -65,8 +65,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave an entry half-written: every change
-        // below is a single map operation.
+        // A panic elsewhere cannot leave an entry half-written: nothing that
+        // changes an entry below can panic (map operations, and encoding
+        // texts that are already JSON).
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
