@@ -46,6 +46,7 @@ impl SessionHeaders {
 
     /// Removes every header whose name starts with the prefix, whatever its
     /// case (names are case-insensitive, RFC 9110 §5.1).
+    ///
     /// A name of sessiongate's own is removed by that name; only another
     /// prefixed one is copied first (a parsed name's copy allocates).
     pub fn strip(&self, headers: &mut HeaderMap) {

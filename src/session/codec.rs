@@ -42,7 +42,7 @@ impl serde_json::ser::Formatter for AsciiFormatter {
     }
 }
 
-fn write_ascii_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+fn write_ascii_json<T: serde::Serialize + ?Sized>(out: impl io::Write, value: &T) {
     let mut serializer = serde_json::Serializer::with_formatter(out, AsciiFormatter);
     value
         .serialize(&mut serializer)
@@ -63,11 +63,7 @@ fn ascii_json_len(text: &str) -> usize {
         }
     }
     let mut count = Count(0);
-    serde::Serialize::serialize(
-        text,
-        &mut serde_json::Serializer::with_formatter(&mut count, AsciiFormatter),
-    )
-    .expect("strings always serialize");
+    write_ascii_json(&mut count, text);
     count.0
 }
 
@@ -101,7 +97,7 @@ pub fn encode_session<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) 
             if out.len() > 1 {
                 out.push(b',');
             }
-            write_ascii_json(out, key);
+            write_ascii_json(&mut *out, key);
             out.push(b':');
             out.extend_from_slice(value.as_bytes());
         }
