@@ -46,15 +46,16 @@ def load(target, script, seconds):
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
-def counted(target, allocations, script, seconds):
-    """One measured window: (allocations per request, Redis commands per request)."""
-    before = redis_calls(target.redis) if target.redis else {}
+def counted(target, redis_port, allocations, script, seconds):
+    """One measured window: (allocations per request, Redis commands per
+    request, None without a redis-server)."""
+    before = redis_calls(redis_port) if redis_port else {}
     counting = allocations.start(target.pids(), seconds + 1)
     requests = load(target, script, seconds)
     calls = allocations.finish(counting)
-    after = redis_calls(target.redis) if target.redis else {}
+    after = redis_calls(redis_port) if redis_port else {}
     commands = sum(after.values()) - sum(before.values())
-    return calls / requests, (commands / requests if target.redis else None)
+    return calls / requests, (commands / requests if redis_port else None)
 
 
 def main():
@@ -80,15 +81,14 @@ def main():
                                            "redis" if mode else "memory", redis_port, mode)
             if target.skipped:
                 raise SystemExit(f"{name}: {target.skipped}")
-            target.redis = redis_port
             slug = "".join(c if c.isalnum() else "-" for c in name.lower())
             scripts = run.wrk_scripts(work, slug, target.cookies)
-            hot = counted(target, allocations, scripts["hot"], HOT_SECONDS)
+            hot = counted(target, redis_port, allocations, scripts["hot"], HOT_SECONDS)
             # Longer than touch_interval: every session's touch falls due at
             # its own time from here on, as under continuous use.
             load(target, scripts["random"], run.TOUCH_INTERVAL_S + 5)
-            random = counted(target, allocations, scripts["random"], args.seconds)
-            write = counted(target, allocations, scripts["write"], args.seconds)
+            random = counted(target, redis_port, allocations, scripts["random"], args.seconds)
+            write = counted(target, redis_port, allocations, scripts["write"], args.seconds)
             rows.append((name, hot, random, write))
             print(name, hot, random, write, flush=True)
             os.kill(target.pid, signal.SIGTERM)  # its CPU is not another's

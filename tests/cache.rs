@@ -715,19 +715,7 @@ async fn an_update_sent_as_the_tracking_connection_is_killed_is_still_stored() {
         let active = |reply: &Reply| status(reply) == "active";
         until_cached_everywhere(&rig, &cookie, &active).await;
         kill_tracking(&mut redis);
-        let update = json!({ "w": trial }).to_string();
-        let wrote = a.get(&cookie, &[("x-test-update", &update)]).await;
-        assert_eq!(wrote.status, 200, "trial {trial}: {wrote:?}");
-        let stored: Option<String> = redis::cmd("HGET")
-            .arg(key(&cookie))
-            .arg("w")
-            .query(&mut redis)
-            .unwrap();
-        assert_eq!(
-            stored.as_deref(),
-            Some(trial.to_string().as_str()),
-            "trial {trial}"
-        );
+        store_w_through_a(&rig, &cookie, trial).await;
         let read = a.get(&cookie, &[]).await;
         assert!(
             has("w", json!(trial))(&read),
@@ -735,6 +723,24 @@ async fn an_update_sent_as_the_tracking_connection_is_killed_is_still_stored() {
             shown(&read)
         );
     }
+}
+
+/// Stores `{"w": n}` through gate A, answered 200, and checks that Redis
+/// holds it.
+async fn store_w_through_a(rig: &Rig, cookie: &str, n: u32) {
+    let update = json!({ "w": n }).to_string();
+    let wrote = rig.a().get(cookie, &[("x-test-update", &update)]).await;
+    assert_eq!(wrote.status, 200, "update {n}: {wrote:?}");
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(key(cookie))
+        .arg("w")
+        .query(&mut rig.redis.connection())
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(n.to_string().as_str()),
+        "update {n}"
+    );
 }
 
 /// The commands clients send to a redis-server, as `redis-cli MONITOR`
@@ -795,23 +801,10 @@ impl Drop for Monitor {
     }
 }
 
-/// Stores `{"w": n}` through gate A and checks it reached Redis; the save
-/// script's call, as MONITOR saw it.
+/// [`store_w_through_a`]; the save script's call, as MONITOR saw it.
 async fn update_seen_by_monitor(rig: &Rig, cookie: &str, n: u32) -> String {
     let monitor = Monitor::start(&rig.redis);
-    let update = json!({ "w": n }).to_string();
-    let wrote = rig.a().get(cookie, &[("x-test-update", &update)]).await;
-    assert_eq!(wrote.status, 200, "update {n}: {wrote:?}");
-    let stored: Option<String> = redis::cmd("HGET")
-        .arg(key(cookie))
-        .arg("w")
-        .query(&mut rig.redis.connection())
-        .unwrap();
-    assert_eq!(
-        stored.as_deref(),
-        Some(n.to_string().as_str()),
-        "update {n}"
-    );
+    store_w_through_a(rig, cookie, n).await;
     monitor
         .first_with(&["EVALSHA", &key(cookie), "update"])
         .await
