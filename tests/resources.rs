@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{Backend, Binary, Browser, Redis, Setup, StoreKind};
@@ -112,6 +114,73 @@ async fn abuse_of_every_kind_leaves_memory_bounded_and_redis_untouched() {
     let peak = binary.peak_rss_kib();
     eprintln!("sessiongate peak RSS after the abuse: {peak} KiB");
     assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
+}
+
+/// Sends `head` and then `body` over a plain socket, all of it, as curl
+/// would, then reads the response to the end, or until it fails: what was
+/// read. Panics if writing fails (the proxy reset the connection).
+async fn send_all_then_read(addr: SocketAddr, head: String, body: Vec<u8>) -> String {
+    let exchange = move || {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        socket
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let written = socket
+            .write_all(head.as_bytes())
+            .and_then(|()| socket.write_all(&body));
+        assert!(written.is_ok(), "the request was cut off: {written:?}");
+        let mut response = Vec::new();
+        let read = socket.read_to_end(&mut response);
+        let mut text = String::from_utf8_lossy(&response).into_owned();
+        if let Err(error) = read {
+            text.push_str(&format!("<read failed: {error}>"));
+        }
+        text
+    };
+    tokio::task::spawn_blocking(exchange).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_still_sending_a_refused_head_reads_its_431() {
+    let mut setup = Setup::new(StoreKind::Memory);
+    setup.server = "max_header_bytes = 8192\n".into();
+    let h = setup.start().await;
+    for _ in 0..5 {
+        let head = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "h".repeat(4_000_000)
+        );
+        let response = send_all_then_read(h.proxy.addr, head, Vec::new()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 431"),
+            "the client read: {response:.200}"
+        );
+    }
+    assert!(h.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_still_uploading_reads_the_answer_that_did_not_wait_for_its_body() {
+    let mut h = Setup::new(StoreKind::Memory).start().await;
+    for backend in &mut h.backends {
+        backend.stop();
+    }
+    for _ in 0..5 {
+        // No backend to send it to: the proxy answers without reading it.
+        let body = vec![b'b'; 4_000_000];
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let response = send_all_then_read(h.proxy.addr, head, body).await;
+        assert!(
+            response.starts_with("HTTP/1.1 502"),
+            "the client read: {response:.200}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -151,7 +151,7 @@ impl Connections {
         loop {
             // In a block of its own, so that nothing of hyper's connection
             // outlives it while the socket waits.
-            let parked = {
+            let (ending, parts) = {
                 let served = activity.served();
                 let mut connection = Box::new(
                     self.http1
@@ -159,17 +159,22 @@ impl Connections {
                         .with_upgrades(),
                 );
                 let parks = Some((&*activity, served));
-                match drive(Pin::new(&mut *connection), stopped.as_mut(), &peer, parks).await {
-                    Ending::Parked => connection.into_parts(),
-                    Ending::Closed => None,
-                }
+                let ending =
+                    drive(Pin::new(&mut *connection), stopped.as_mut(), &peer, parks).await;
+                (ending, connection.into_parts())
             };
-            // None after an upgrade as well: the tunnel has the socket.
-            let Some(parts) = parked else {
+            // None after an upgrade: the tunnel has the socket.
+            let Some(http1::Parts { io, read_buf, .. }) = parts else {
                 return;
             };
-            let http1::Parts { io, read_buf, .. } = parts;
             stream = io.into_inner();
+            if let Ending::Closed { lingers } = ending {
+                drop(read_buf);
+                if lingers {
+                    stream.linger(stopped.as_mut()).await;
+                }
+                return;
+            }
             if !read_buf.is_empty() {
                 // A copy: the bytes read ahead share hyper's whole buffer.
                 stream.unread = Bytes::copy_from_slice(&read_buf);

@@ -32,8 +32,12 @@ pub(super) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// How [`drive`] let go of a connection.
 pub(super) enum Ending {
-    /// Closed (or upgraded): the socket is gone.
-    Closed,
+    /// Closed by hyper (or upgraded). `lingers` when hyper ended it on its
+    /// own terms, after a response or a refused request head, so that the
+    /// client may still be sending: see [`GuardedStream::linger`].
+    ///
+    /// [`GuardedStream::linger`]: super::GuardedStream::linger
+    Closed { lingers: bool },
     /// Idle, and closed by hyper without closing the socket.
     Parked,
 }
@@ -90,10 +94,7 @@ pub(super) async fn drive<C: Graceful>(
             connection.as_mut().close_when_idle();
         }
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-            if let Err(error) = result {
-                debug!(%peer, %error, "connection ended with an error");
-            }
-            return Poll::Ready(Ending::Closed);
+            return Poll::Ready(closed(result, peer));
         }
         let Some((activity, served)) = parks else {
             return Poll::Pending;
@@ -108,10 +109,7 @@ pub(super) async fn drive<C: Graceful>(
         activity.parking.store(false, Ordering::Relaxed);
         match parked {
             Poll::Ready(Ok(())) => Poll::Ready(Ending::Parked),
-            Poll::Ready(Err(error)) => {
-                debug!(%peer, %error, "connection ended with an error");
-                Poll::Ready(Ending::Closed)
-            }
+            Poll::Ready(Err(error)) => Poll::Ready(closed(Err(error), peer)),
             Poll::Pending => {
                 // Mid-message after all: hyper closes it after this message.
                 debug!(%peer, "a connection taken for idle was not; it closes after its message");
@@ -121,4 +119,18 @@ pub(super) async fn drive<C: Graceful>(
         }
     })
     .await
+}
+
+/// How a connection that hyper ended is let go: it lingers after a clean end
+/// or a request head hyper refused (400, 431), not after a failed socket or
+/// a deadline.
+fn closed(result: hyper::Result<()>, peer: &SocketAddr) -> Ending {
+    let lingers = match result {
+        Ok(()) => true,
+        Err(error) => {
+            debug!(%peer, %error, "connection ended with an error");
+            error.is_parse()
+        }
+    };
+    Ending::Closed { lingers }
 }

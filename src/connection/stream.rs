@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::activity::Activity;
@@ -25,6 +26,14 @@ pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a new connection's first bytes are read: at most this much at once.
 const OPENING_READ: usize = 4096;
+
+/// A closing connection reads what the client still sends for at most this
+/// long ([`GuardedStream::linger`]; nginx's `lingering_time`)...
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// ...and gives up once the client pauses this long (`lingering_timeout`).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the lingering close reads at once, and drops.
+const LINGER_READ: usize = 4096;
 
 /// A client transport: a byte stream that can also wait until it is
 /// readable without reading, so that a parked connection holds no buffer.
@@ -117,6 +126,50 @@ impl<S: ClientIo> GuardedStream<S> {
             if opening.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&opening) {
                 self.unread = opening.freeze();
                 return true;
+            }
+        }
+    }
+}
+
+impl<S: ClientIo> GuardedStream<S> {
+    /// Closes the way nginx's `lingering_close` does. hyper has written its
+    /// response, and the writing side is shut. The client may still be
+    /// sending: the rest of a head refused with 431, or a body the response
+    /// did not wait for. A socket closed with unread bytes sends a reset, and
+    /// the reset can make the client's stack drop the response before the
+    /// client reads it (RFC 9112, 9.6). So what still comes is read and
+    /// dropped until the client stops or closes: at most [`LINGER_TIME`] in
+    /// all, [`LINGER_TIMEOUT`] between reads, and not at all once `stopped`.
+    /// A client that closed first costs one read; the buffer is only made
+    /// once something is readable.
+    pub(super) async fn linger(mut self, mut stopped: Pin<&mut WaitForCancellationFuture<'_>>) {
+        if poll_fn(|cx| Pin::new(&mut self.inner).poll_shutdown(cx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let give_up = Instant::now() + LINGER_TIME;
+        let mut discard = Vec::new();
+        loop {
+            let wait_until = give_up.min(Instant::now() + LINGER_TIMEOUT);
+            let read = poll_fn(|cx| {
+                if stopped.as_mut().poll(cx).is_ready()
+                    || self.alarm.poll_until(wait_until, cx).is_ready()
+                {
+                    return Poll::Ready(Ok(0));
+                }
+                if discard.is_empty() {
+                    ready!(self.inner.poll_read_ready(cx))?;
+                    discard = vec![0; LINGER_READ];
+                }
+                let mut buf = ReadBuf::new(&mut discard);
+                ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await;
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
             }
         }
     }
