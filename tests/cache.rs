@@ -3,8 +3,9 @@
 //! no Redis round trip; a change through one gate, or by an operator in
 //! Redis, is seen by every gate once its invalidation has arrived, and at
 //! once by the gate that made it; a broken tracking connection never leaves
-//! a stale copy in use, and a write made while it is down asks Redis for
-//! no copy; the throttled touch keeps the idle and absolute
+//! a stale copy in use, a write made while it is down asks Redis for
+//! no copy, and a create whose answer it lost counts as stored once sent
+//! again; the throttled touch keeps the idle and absolute
 //! bounds; a cache smaller than the working set still serves every session
 //! its own data; and without `[store.cache]` every read is one EVALSHA.
 
@@ -725,6 +726,64 @@ async fn an_update_sent_as_the_tracking_connection_is_killed_is_still_stored() {
     }
 }
 
+/// A create over the tracking connection (default mode) that Redis ran, but
+/// whose answer never came back, is sent again over the ordinary
+/// connection; it then finds its own key (`exists`) and counts as stored.
+/// The answer is lost on purpose: with an output-buffer limit far below the
+/// session's size, Redis runs the script and then drops the connection
+/// rather than send the session back, which the write asked for (`peek`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_after_redis_ran_it_counts_as_stored() {
+    let mut options = Options::cached("mode = \"default\"");
+    options.session = "max_bytes = 65536\n".into();
+    options.gates = 1;
+    let rig = Rig::start(options).await;
+    let a = rig.a();
+    let first = a.create(&json!({"w": 0})).await;
+    until_cached_everywhere(&rig, &first, &|reply: &Reply| status(reply) == "active").await;
+    let output_limit = |limit: &str| {
+        rig.redis
+            .command_ok(&["CONFIG", "SET", "client-output-buffer-limit", limit])
+    };
+    let scripts = |stats: &BTreeMap<String, u64>| {
+        stats.get("evalsha").copied().unwrap_or(0) + stats.get("eval").copied().unwrap_or(0)
+    };
+    let pad = "p".repeat(40_000);
+    let before = rig.redis.command_stats();
+    output_limit("normal 4kb 0 0");
+    a.browser.set_cookie(None);
+    let created = a
+        .browser
+        .get_with(
+            "/",
+            &[("x-test-update", &json!({ "pad": pad }).to_string())],
+        )
+        .await;
+    output_limit("normal 0 0 0");
+    let after = rig.redis.command_stats();
+    assert_eq!(created.status, 200, "{created:?}");
+    assert_eq!(
+        scripts(&after) - scripts(&before),
+        2,
+        "not one lost answer and one retry: {:?}",
+        Redis::commands_between(&before, &after)
+    );
+    let cookie = a.cookie().expect("the created session's cookie");
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(key(&cookie))
+        .arg("pad")
+        .query(&mut rig.redis.connection())
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(format!("\"{pad}\"").as_str()));
+    let read = a.get(&cookie, &[]).await;
+    assert_eq!(status(&read), "active");
+    assert!(
+        has("pad", json!(pad))(&read),
+        "the gate read back {}",
+        shown(&read)
+    );
+}
+
 /// Stores `{"w": n}` through gate A, answered 200, and checks that Redis
 /// holds it.
 async fn store_w_through_a(rig: &Rig, cookie: &str, n: u32) {
@@ -824,14 +883,7 @@ async fn an_update_while_tracking_is_down_asks_redis_for_no_copy_and_is_stored()
     let cookie = a.create(&json!({"w": -1})).await;
     let active = |reply: &Reply| status(reply) == "active";
     until_cached_everywhere(&rig, &cookie, &active).await;
-    let acl = |rule: &str| {
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("default")
-            .arg(rule)
-            .query(&mut rig.redis.connection())
-            .unwrap();
-    };
+    let acl = |rule: &str| rig.redis.command_ok(&["ACL", "SETUSER", "default", rule]);
     acl("-client|tracking");
     kill_tracking(&mut redis);
     // Dark once a read of the cached session is no longer a hit.

@@ -114,6 +114,14 @@ impl Redis {
             .unwrap()
     }
 
+    /// Runs one command whose answer is OK (`CONFIG SET`, `ACL SETUSER`):
+    /// its name first, then its arguments.
+    pub fn command_ok(&self, command: &[&str]) {
+        let mut cmd = redis::cmd(command[0]);
+        cmd.arg(&command[1..]);
+        let () = cmd.query(&mut self.connection()).unwrap();
+    }
+
     /// Calls per command name from INFO commandstats.
     pub fn command_stats(&self) -> BTreeMap<String, u64> {
         let info: String = redis::cmd("INFO")
