@@ -151,7 +151,7 @@ async fn a_client_still_sending_a_refused_head_reads_its_431() {
     for _ in 0..5 {
         let head = format!(
             "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
-            "h".repeat(4_000_000)
+            "h".repeat(16_000_000)
         );
         let response = send_all_then_read(h.proxy.addr, head, Vec::new()).await;
         assert!(
@@ -170,7 +170,7 @@ async fn a_client_still_uploading_reads_the_answer_that_did_not_wait_for_its_bod
     }
     for _ in 0..5 {
         // No backend to send it to: the proxy answers without reading it.
-        let body = vec![b'b'; 4_000_000];
+        let body = vec![b'b'; 16_000_000];
         let head = format!(
             "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
             body.len()

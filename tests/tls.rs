@@ -2,7 +2,8 @@
 //! HTTP/2 is chosen by ALPN; SNI picks the certificate; TLS 1.1 is refused;
 //! a client that never sends its hello is cut at the handshake deadline;
 //! the backend hears `X-Forwarded-Proto: https`; the plain redirect
-//! listener answers 308; an idle TLS keep-alive connection stays small.
+//! listener answers 308; an idle TLS keep-alive connection stays small; a
+//! client still sending a refused head reads its 431.
 
 mod common;
 mod edge_support;
@@ -14,7 +15,7 @@ use edge_support::{
     EdgeProxy, Pki, TlsClient, backend_of, client_config, config, connect_tls, curl, leaf_der,
     seen_header, tls_table,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Site {
     pki: Pki,
@@ -242,6 +243,38 @@ async fn tls_1_1_is_refused_and_1_2_is_served() {
     );
     let (ok, text) = tokio::task::block_in_place(|| s_client("-tls1_2"));
     assert!(ok && text.contains("TLSv1.2"), "TLS 1.2:\n{text}");
+}
+
+/// Over TLS too, a client still sending a head refused with 431 reads the
+/// 431: the proxy reads and drops the rest rather than reset the connection.
+#[tokio::test]
+async fn a_tls_client_still_sending_a_refused_head_reads_its_431() {
+    let site = site("max_header_bytes = 8192\n", "").await;
+    for _ in 0..3 {
+        let mut tls = connect_tls(
+            site.proxy.addr,
+            "shop.test",
+            client_config(&site.pki.ca(), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        let head = format!(
+            "GET / HTTP/1.1\r\nhost: shop.test\r\nx-big: {}\r\n\r\n",
+            "h".repeat(16_000_000)
+        );
+        let written = tls.write_all(head.as_bytes()).await;
+        assert!(written.is_ok(), "the head was cut off: {written:?}");
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut response))
+            .await
+            .expect("the proxy closed the connection");
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 431"),
+            "the client read {text:.200} ({read:?})"
+        );
+    }
+    assert!(site.backends.iter().all(|b| b.seen().is_empty()));
 }
 
 #[tokio::test]

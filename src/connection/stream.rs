@@ -140,8 +140,7 @@ impl<S: ClientIo> GuardedStream<S> {
     /// client reads it (RFC 9112, 9.6). So what still comes is read and
     /// dropped until the client stops or closes: at most [`LINGER_TIME`] in
     /// all, [`LINGER_TIMEOUT`] between reads, and not at all once `stopped`.
-    /// A client that closed first costs one read; the buffer is only made
-    /// once something is readable.
+    /// A client that closed first costs one read.
     pub(super) async fn linger(mut self, mut stopped: Pin<&mut WaitForCancellationFuture<'_>>) {
         if poll_fn(|cx| Pin::new(&mut self.inner).poll_shutdown(cx))
             .await
@@ -150,7 +149,6 @@ impl<S: ClientIo> GuardedStream<S> {
             return;
         }
         let give_up = Instant::now() + LINGER_TIME;
-        let mut discard = Vec::new();
         loop {
             let wait_until = give_up.min(Instant::now() + LINGER_TIMEOUT);
             let read = poll_fn(|cx| {
@@ -159,10 +157,8 @@ impl<S: ClientIo> GuardedStream<S> {
                 {
                     return Poll::Ready(Ok(0));
                 }
-                if discard.is_empty() {
-                    ready!(self.inner.poll_read_ready(cx))?;
-                    discard = vec![0; LINGER_READ];
-                }
+                // On the stack of this poll only: the future holds no buffer.
+                let mut discard = [0; LINGER_READ];
                 let mut buf = ReadBuf::new(&mut discard);
                 ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
                 Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
