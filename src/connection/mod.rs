@@ -5,7 +5,8 @@
 //! - `activity.rs`: what the connection is doing (requests in flight, idle
 //!   since when), shared by everything below;
 //! - `stream.rs`: the stream's watchdog, the request-head and keep-alive
-//!   deadlines, over any [`ClientIo`] transport (TCP, TLS);
+//!   deadlines, over any [`ClientIo`] transport (TCP, TLS); the lingering
+//!   close;
 //! - `parking.rs`: an idle HTTP/1.1 connection gives up hyper's buffers and
 //!   its socket waits alone; graceful close at shutdown.
 

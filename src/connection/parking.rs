@@ -5,7 +5,7 @@
 //! does at once; the stream lets it without closing the socket, and the
 //! socket alone waits for the client's next request. (HTTP/2 connections
 //! multiplex and are not parked.) [`drive`] also closes a connection
-//! gracefully at shutdown.
+//! gracefully at shutdown, and says whether its close should linger.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -32,9 +32,10 @@ pub(super) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// How [`drive`] let go of a connection.
 pub(super) enum Ending {
-    /// Closed by hyper (or upgraded). `lingers` when hyper ended it on its
-    /// own terms, after a response or a refused request head, so that the
-    /// client may still be sending: see [`GuardedStream::linger`].
+    /// Closed by hyper, or upgraded. `lingers` after a clean end (the client
+    /// may still be sending behind a response, or has closed first) or a
+    /// refused request head; not after a failure that leaves no response to
+    /// protect. See [`GuardedStream::linger`].
     ///
     /// [`GuardedStream::linger`]: super::GuardedStream::linger
     Closed { lingers: bool },
@@ -122,8 +123,10 @@ pub(super) async fn drive<C: Graceful>(
 }
 
 /// How a connection that hyper ended is let go: it lingers after a clean end
-/// or a request head hyper refused (400, 431), not after a failed socket or
-/// a deadline.
+/// or a request head hyper refused (400, 414, 431; also the few parse errors
+/// hyper answers with nothing, where the lingering is bounded and merely
+/// useless), not after a failed socket or a deadline (which the stream
+/// remembers: hyper reports a deadline on an idle connection as a clean end).
 fn closed(result: hyper::Result<()>, peer: &SocketAddr) -> Ending {
     let lingers = match result {
         Ok(()) => true,

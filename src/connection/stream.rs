@@ -2,10 +2,12 @@
 //! keep-alive deadlines, enforced on every read, over any transport that
 //! can say it is readable without being read ([`ClientIo`]: plain TCP, and
 //! a TLS stream). It also reads a new connection's opening bytes, which
-//! tell HTTP/2's preface from HTTP/1.1.
+//! tell HTTP/2's preface from HTTP/1.1, and closes an HTTP/1.1 connection
+//! the way nginx's `lingering_close` does ([`GuardedStream::linger`]).
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,6 +62,8 @@ pub struct GuardedStream<S> {
     request_header: Duration,
     keepalive: Duration,
     alarm: Alarm,
+    /// A deadline has cut the client off: no lingering close then.
+    timed_out: bool,
 }
 
 impl<S: ClientIo> GuardedStream<S> {
@@ -72,6 +76,7 @@ impl<S: ClientIo> GuardedStream<S> {
             request_header: timeouts.request_header,
             keepalive: timeouts.keepalive,
             alarm: Alarm::default(),
+            timed_out: false,
         }
     }
 
@@ -81,6 +86,7 @@ impl<S: ClientIo> GuardedStream<S> {
             return Poll::Pending;
         };
         ready!(self.alarm.poll_until(deadline, cx));
+        self.timed_out = true;
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             "client connection idle or request head too slow",
@@ -132,34 +138,38 @@ impl<S: ClientIo> GuardedStream<S> {
 }
 
 impl<S: ClientIo> GuardedStream<S> {
-    /// Closes the way nginx's `lingering_close` does. hyper has written its
-    /// response, and the writing side is shut. The client may still be
-    /// sending: the rest of a head refused with 431, or a body the response
-    /// did not wait for. A socket closed with unread bytes sends a reset, and
-    /// the reset can make the client's stack drop the response before the
-    /// client reads it (RFC 9112, 9.6). So what still comes is read and
+    /// Closes the way nginx's `lingering_close` does, once hyper has let go
+    /// of a connection that may still be receiving: the rest of a head it
+    /// refused (400, 414, 431), or a body its response did not wait for. A
+    /// socket closed with unread bytes sends a reset, and the reset can make
+    /// the client's stack drop the response before the client reads it (RFC
+    /// 9112, 9.6). So the writing side is shut (hyper has mostly done so
+    /// already; again is harmless), and what still comes is read and
     /// dropped until the client stops or closes: at most [`LINGER_TIME`] in
-    /// all, [`LINGER_TIMEOUT`] between reads, and not at all once `stopped`.
-    /// A client that closed first costs one read.
-    pub(super) async fn linger(mut self, mut stopped: Pin<&mut WaitForCancellationFuture<'_>>) {
-        if poll_fn(|cx| Pin::new(&mut self.inner).poll_shutdown(cx))
-            .await
-            .is_err()
-        {
+    /// all, [`LINGER_TIMEOUT`] between reads, and not at all once `stopped`
+    /// or after a deadline of this stream's own has cut the client off. A
+    /// client that closed first costs a `shutdown` and one read.
+    pub(super) async fn linger(&mut self, mut stopped: Pin<&mut WaitForCancellationFuture<'_>>) {
+        if self.timed_out {
             return;
         }
         let give_up = Instant::now() + LINGER_TIME;
+        let mut shut = false;
         loop {
             let wait_until = give_up.min(Instant::now() + LINGER_TIMEOUT);
             let read = poll_fn(|cx| {
                 if stopped.as_mut().poll(cx).is_ready()
-                    || self.alarm.poll_until(wait_until, cx).is_ready()
+                    || self.alarm.poll_not_before(wait_until, cx).is_ready()
                 {
                     return Poll::Ready(Ok(0));
                 }
+                if !shut {
+                    ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+                    shut = true;
+                }
                 // On the stack of this poll only: the future holds no buffer.
-                let mut discard = [0; LINGER_READ];
-                let mut buf = ReadBuf::new(&mut discard);
+                let mut discard = [MaybeUninit::uninit(); LINGER_READ];
+                let mut buf = ReadBuf::uninit(&mut discard);
                 ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
                 Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
             })
@@ -241,5 +251,100 @@ impl<S: ClientIo> AsyncWrite for GuardedStream<S> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A connected pair: the proxy's guarded side (deadlines of `deadline`)
+    /// and the client's socket.
+    async fn pair(deadline: Duration) -> (GuardedStream<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let timeouts = Timeouts {
+            upstream_connect: deadline,
+            upstream_response: deadline,
+            upstream_idle: deadline,
+            body_idle: deadline,
+            request_header: deadline,
+            keepalive: deadline,
+            drain: deadline,
+            store: deadline,
+        };
+        (
+            GuardedStream::new(server, Activity::new(), &timeouts),
+            client,
+        )
+    }
+
+    /// How long `linger` took (on tokio's clock, paused in these tests).
+    async fn lingered(
+        stream: &mut GuardedStream<TcpStream>,
+        token: &CancellationToken,
+    ) -> Duration {
+        let stopped = token.cancelled();
+        tokio::pin!(stopped);
+        let started = Instant::now();
+        stream.linger(stopped).await;
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_let_go_after_the_lingering_timeout_and_sees_the_close() {
+        let (mut stream, mut client) = pair(Duration::from_secs(600)).await;
+        let took = lingered(&mut stream, &CancellationToken::new()).await;
+        assert!(took >= LINGER_TIMEOUT && took < LINGER_TIME, "{took:?}");
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 0, "no FIN");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_sending_is_read_for_the_lingering_time_at_most() {
+        let (mut stream, mut client) = pair(Duration::from_secs(600)).await;
+        let sender = tokio::spawn(async move {
+            while client.write_all(&[b'x'; 1000]).await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let took = lingered(&mut stream, &CancellationToken::new()).await;
+        assert!(
+            took >= LINGER_TIME && took < LINGER_TIME + LINGER_TIMEOUT,
+            "{took:?}"
+        );
+        sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_closed_first_or_a_stop_ends_the_lingering_at_once() {
+        let (mut stream, client) = pair(Duration::from_secs(600)).await;
+        drop(client);
+        let took = lingered(&mut stream, &CancellationToken::new()).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
+
+        let (mut stream, _client) = pair(Duration::from_secs(600)).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let took = lingered(&mut stream, &stop).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_cut_off_by_its_deadline_gets_no_lingering() {
+        let (mut stream, mut client) = pair(Duration::from_secs(2)).await;
+        let mut buf = [0u8; 16];
+        let read = stream.read(&mut buf).await;
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        client.write_all(b"more").await.unwrap();
+        let took = lingered(&mut stream, &CancellationToken::new()).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
     }
 }
