@@ -360,7 +360,13 @@ class Allocations:
             out = subprocess.run(["perf", "probe", "-q", "-x", libc, f"{self.GROUP}:{function}={function}"],
                                  capture_output=True, text=True)
             if out.returncode != 0:
-                self.why_not = f"perf probe on libc's {function} failed: {(out.stderr or out.stdout).strip()[:200]}"
+                # perf refuses a second uprobe where one of another group sits,
+                # and then says nothing: name the probes already there.
+                there = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+                there = ", ".join(line.split()[0] for line in there.splitlines() if line.strip())
+                self.why_not = (f"perf probe on libc's {function} failed: "
+                                f"{(out.stderr or out.stdout).strip()[:200]}"
+                                + (f" (probes already set: {there[:200]}; `perf probe -d` them)" if there else ""))
                 self.remove()
                 return
 
