@@ -769,12 +769,8 @@ async fn a_create_whose_answer_was_lost_after_redis_ran_it_counts_as_stored() {
         Redis::commands_between(&before, &after)
     );
     let cookie = a.cookie().expect("the created session's cookie");
-    let stored: Option<String> = redis::cmd("HGET")
-        .arg(key(&cookie))
-        .arg("pad")
-        .query(&mut rig.redis.connection())
-        .unwrap();
-    assert_eq!(stored.as_deref(), Some(format!("\"{pad}\"").as_str()));
+    let stored = rig.redis.hash(&key(&cookie));
+    assert_eq!(stored.get("pad"), Some(&format!("\"{pad}\"")));
     let read = a.get(&cookie, &[]).await;
     assert_eq!(status(&read), "active");
     assert!(

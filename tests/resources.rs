@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Backend, Binary, Browser, Redis, Setup, StoreKind};
+use common::{
+    Backend, Binary, Browser, Redis, Setup, StoreKind, oversized_head, send_all_then_read,
+};
 use serde_json::json;
+use tokio::net::TcpStream;
 
 const PEAK_LIMIT_KIB: u64 = 64 * 1024;
 
@@ -116,45 +117,15 @@ async fn abuse_of_every_kind_leaves_memory_bounded_and_redis_untouched() {
     assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
 }
 
-/// Sends `head` and then `body` over a plain socket, all of it, as curl
-/// would, then reads the response to the end: what was read. Panics if
-/// writing or reading fails (the proxy reset the connection).
-async fn send_all_then_read(addr: SocketAddr, head: String, body: Vec<u8>) -> String {
-    let exchange = move || {
-        let mut socket = TcpStream::connect(addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        socket
-            .set_write_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let written = socket
-            .write_all(head.as_bytes())
-            .and_then(|()| socket.write_all(&body));
-        assert!(written.is_ok(), "the request was cut off: {written:?}");
-        let mut response = Vec::new();
-        let read = socket.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response).into_owned();
-        assert!(
-            read.is_ok(),
-            "the response was cut off: {read:?} after {text:.200}"
-        );
-        text
-    };
-    tokio::task::spawn_blocking(exchange).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_client_still_sending_a_refused_head_reads_its_431() {
     let mut setup = Setup::new(StoreKind::Memory);
     setup.server = "max_header_bytes = 8192\n".into();
     let h = setup.start().await;
     for _ in 0..5 {
-        let head = format!(
-            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
-            "h".repeat(16_000_000)
-        );
-        let response = send_all_then_read(h.proxy.addr, head, Vec::new()).await;
+        let socket = TcpStream::connect(h.proxy.addr).await.unwrap();
+        let head = oversized_head("x", 16_000_000);
+        let response = send_all_then_read(socket, &[head.as_bytes()]).await;
         assert!(
             response.starts_with("HTTP/1.1 431"),
             "the client read: {response:.200}"
@@ -176,7 +147,8 @@ async fn a_client_still_uploading_reads_the_answer_that_did_not_wait_for_its_bod
             "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
-        let response = send_all_then_read(h.proxy.addr, head, body).await;
+        let socket = TcpStream::connect(h.proxy.addr).await.unwrap();
+        let response = send_all_then_read(socket, &[head.as_bytes(), &body]).await;
         assert!(
             response.starts_with("HTTP/1.1 502"),
             "the client read: {response:.200}"

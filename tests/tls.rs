@@ -10,12 +10,12 @@ mod edge_support;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, Binary, TempDir};
+use common::{Backend, Binary, TempDir, oversized_head, send_all_then_read};
 use edge_support::{
     EdgeProxy, Pki, TlsClient, backend_of, client_config, config, connect_tls, curl, leaf_der,
     seen_header, tls_table,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 struct Site {
     pki: Pki,
@@ -251,27 +251,18 @@ async fn tls_1_1_is_refused_and_1_2_is_served() {
 async fn a_tls_client_still_sending_a_refused_head_reads_its_431() {
     let site = site("max_header_bytes = 8192\n", "").await;
     for _ in 0..3 {
-        let mut tls = connect_tls(
+        let tls = connect_tls(
             site.proxy.addr,
             "shop.test",
             client_config(&site.pki.ca(), &[b"http/1.1"]),
         )
         .await
         .unwrap();
-        let head = format!(
-            "GET / HTTP/1.1\r\nhost: shop.test\r\nx-big: {}\r\n\r\n",
-            "h".repeat(16_000_000)
-        );
-        let written = tls.write_all(head.as_bytes()).await;
-        assert!(written.is_ok(), "the head was cut off: {written:?}");
-        let mut response = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut response))
-            .await
-            .expect("the proxy closed the connection");
-        let text = String::from_utf8_lossy(&response);
+        let head = oversized_head("shop.test", 16_000_000);
+        let response = send_all_then_read(tls, &[head.as_bytes()]).await;
         assert!(
-            text.starts_with("HTTP/1.1 431") && read.is_ok(),
-            "the client read {text:.200} ({read:?})"
+            response.starts_with("HTTP/1.1 431"),
+            "the client read {response:.200}"
         );
     }
     assert!(site.backends.iter().all(|b| b.seen().is_empty()));

@@ -126,7 +126,8 @@ pub(super) async fn drive<C: Graceful>(
 /// or a request head hyper refused (400, 414, 431; also the few parse errors
 /// hyper answers with nothing, where the lingering is bounded and merely
 /// useless), not after a failed socket or a deadline (which the stream
-/// remembers: hyper reports a deadline on an idle connection as a clean end).
+/// tells from its own deadlines: hyper reports one that cut off an idle
+/// connection as a clean end).
 fn closed(result: hyper::Result<()>, peer: &SocketAddr) -> Ending {
     let lingers = match result {
         Ok(()) => true,

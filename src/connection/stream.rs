@@ -62,8 +62,6 @@ pub struct GuardedStream<S> {
     request_header: Duration,
     keepalive: Duration,
     alarm: Alarm,
-    /// A deadline has cut the client off: no lingering close then.
-    timed_out: bool,
 }
 
 impl<S: ClientIo> GuardedStream<S> {
@@ -76,7 +74,6 @@ impl<S: ClientIo> GuardedStream<S> {
             request_header: timeouts.request_header,
             keepalive: timeouts.keepalive,
             alarm: Alarm::default(),
-            timed_out: false,
         }
     }
 
@@ -86,7 +83,6 @@ impl<S: ClientIo> GuardedStream<S> {
             return Poll::Pending;
         };
         ready!(self.alarm.poll_until(deadline, cx));
-        self.timed_out = true;
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             "client connection idle or request head too slow",
@@ -135,9 +131,7 @@ impl<S: ClientIo> GuardedStream<S> {
             }
         }
     }
-}
 
-impl<S: ClientIo> GuardedStream<S> {
     /// Closes the way nginx's `lingering_close` does, once hyper has let go
     /// of a connection that may still be receiving: the rest of a head it
     /// refused (400, 414, 431), or a body its response did not wait for. A
@@ -150,7 +144,12 @@ impl<S: ClientIo> GuardedStream<S> {
     /// or after a deadline of this stream's own has cut the client off. A
     /// client that closed first costs a `shutdown` and one read.
     pub(super) async fn linger(&mut self, mut stopped: Pin<&mut WaitForCancellationFuture<'_>>) {
-        if self.timed_out {
+        // Cut off by a deadline (which hyper may have reported as a clean end).
+        if self
+            .activity
+            .deadline(self.request_header, self.keepalive)
+            .is_some_and(|deadline| deadline <= Instant::now())
+        {
             return;
         }
         let give_up = Instant::now() + LINGER_TIME;

@@ -16,6 +16,8 @@
 //!   process, for what only a process shows: memory, signals, exit codes.
 //! - [`behaviours!`]: runs a test once against Redis, once against the
 //!   memory store.
+//! - [`send_all_then_read`]: a client that writes its whole request before
+//!   it reads, over any stream (TCP, TLS), and [`oversized_head`] for it.
 //!
 //! Each test binary uses its own part of the harness, hence
 //! `allow(dead_code)`; every item here is used by at least one of them.
@@ -58,6 +60,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A GET head for `host` with one header field of `bytes` bytes, far beyond
+/// any limit.
+pub fn oversized_head(host: &str, bytes: usize) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nhost: {host}\r\nx-big: {}\r\n\r\n",
+        "h".repeat(bytes)
+    )
+}
+
+/// Writes every one of `parts` to `stream`, as curl would, then reads the
+/// response to the end: the text read. Panics if writing or reading fails
+/// (the proxy reset the connection) or takes over 20 s.
+pub async fn send_all_then_read<S>(mut stream: S, parts: &[&[u8]]) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        for part in parts {
+            let written = stream.write_all(part).await;
+            assert!(written.is_ok(), "the request was cut off: {written:?}");
+        }
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        assert!(
+            read.is_ok(),
+            "the response was cut off: {read:?} after {text:.200}"
+        );
+        text
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+        .await
+        .expect("the exchange ended within 20 s")
 }
 
 /// Runs a behaviour test against both stores: `behaviours!(name, ...)` makes
