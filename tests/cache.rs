@@ -4,8 +4,9 @@
 //! Redis, is seen by every gate once its invalidation has arrived, and at
 //! once by the gate that made it; a broken tracking connection never leaves
 //! a stale copy in use, a write made while it is down asks Redis for
-//! no copy, and a create whose answer it lost counts as stored once sent
-//! again; the throttled touch keeps the idle and absolute
+//! no copy, a create whose answer it lost counts as stored once sent
+//! again, and a miss whose read it lost is answered by the ordinary load;
+//! the throttled touch keeps the idle and absolute
 //! bounds; a cache smaller than the working set still serves every session
 //! its own data; and without `[store.cache]` every read is one EVALSHA.
 
@@ -14,6 +15,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Backend, Browser, Proxy, Redis, Reply, Setup, StoreKind, free_port};
@@ -26,6 +29,7 @@ const CONVERGE: Duration = Duration::from_secs(1);
 /// One private redis-server, two backends and `gates` sessiongates over them.
 struct Rig {
     redis: Redis,
+    cutter: Option<Cutter>,
     _backends: Vec<Backend>,
     gates: Vec<Gate>,
 }
@@ -49,6 +53,8 @@ struct Options {
     /// An `[admin]` listener, for the cache lookup counters (it also PINGs
     /// the store once a second).
     admin: bool,
+    /// The gates reach Redis through a [`Cutter`].
+    cutter: bool,
 }
 
 impl Options {
@@ -58,6 +64,7 @@ impl Options {
             session: String::new(),
             gates: 2,
             admin: true,
+            cutter: false,
         }
     }
 }
@@ -65,6 +72,14 @@ impl Options {
 impl Rig {
     async fn start(options: Options) -> Rig {
         let redis = Redis::start();
+        let cutter = match options.cutter {
+            true => Some(Cutter::start(redis.port).await),
+            false => None,
+        };
+        let redis_url = match &cutter {
+            Some(cutter) => format!("redis://{}/0", cutter.addr),
+            None => redis.url(),
+        };
         let backends = vec![Backend::start("one").await, Backend::start("two").await];
         let urls: Vec<String> = backends.iter().map(Backend::url).collect();
         let mut setup = Setup::new(StoreKind::Redis);
@@ -74,7 +89,7 @@ impl Rig {
         }
         let mut gates = Vec::new();
         for _ in 0..options.gates {
-            let mut config = setup.config(&urls, Some(&redis.url()));
+            let mut config = setup.config(&urls, Some(&redis_url));
             let admin = options.admin.then(|| {
                 let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
                 config.push_str(&format!("\n[admin]\nlisten = \"{addr}\"\n"));
@@ -90,6 +105,7 @@ impl Rig {
         }
         Rig {
             redis,
+            cutter,
             _backends: backends,
             gates,
         }
@@ -258,6 +274,7 @@ async fn commands_of_reads(cache: Option<String>, reads: usize) -> BTreeMap<Stri
         session: String::new(),
         gates: 1,
         admin: false,
+        cutter: false,
     })
     .await;
     let gate = rig.a();
@@ -780,6 +797,160 @@ async fn a_create_whose_answer_was_lost_after_redis_ran_it_counts_as_stored() {
     );
 }
 
+/// A TCP relay between the gates and the test's redis-server that can cut
+/// a tracking connection (one that sent `CLIENT TRACKING`) as it sends a
+/// script: armed, it relays nothing of that command and closes the
+/// connection, so the script's caller waits for an answer that never
+/// comes. It cuts once per arming; every other connection, and every
+/// connection after a cut, is relayed as it is.
+struct Cutter {
+    addr: SocketAddr,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Cutter {
+    async fn start(redis_port: u16) -> Cutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (armed, cuts) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (arming, counting) = (armed.clone(), cuts.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (armed, cuts) = (arming.clone(), counting.clone());
+                tokio::spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                    else {
+                        return;
+                    };
+                    Cutter::relay(client, server, &armed, &cuts).await;
+                });
+            }
+        });
+        Cutter {
+            addr,
+            armed,
+            cuts,
+            accept,
+        }
+    }
+
+    /// One connection, until either side closes or it is cut.
+    async fn relay(
+        client: tokio::net::TcpStream,
+        server: tokio::net::TcpStream,
+        armed: &AtomicBool,
+        cuts: &AtomicUsize,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let contains = |bytes: &[u8], word: &[u8]| bytes.windows(word.len()).any(|w| w == word);
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let requests = async {
+            let mut tracking = false;
+            let mut buffer = vec![0; 64 * 1024];
+            // The end of the last read, for a word split across two reads.
+            let mut tail = Vec::new();
+            loop {
+                let read = client_read.read(&mut buffer).await?;
+                if read == 0 {
+                    return std::io::Result::Ok(());
+                }
+                tail.extend_from_slice(&buffer[..read]);
+                tracking |= contains(&tail, b"TRACKING");
+                if tracking && contains(&tail, b"EVAL") && armed.swap(false, Ordering::SeqCst) {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                server_write.write_all(&buffer[..read]).await?;
+                tail.drain(..tail.len().saturating_sub(b"TRACKING".len() - 1));
+            }
+        };
+        // Whichever ends first drops both halves of both sockets: closed.
+        tokio::select! {
+            _ = requests => {}
+            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+        }
+    }
+
+    /// The next script sent over a tracking connection is cut.
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// In default mode a miss is read over the tracking connection, so that
+/// Redis tracks the key it reads. When that connection fails under the
+/// read (the script sent, no answer back), the ordinary connection's load
+/// answers: the request gets the session as Redis holds it, not a 503.
+/// Tracking then comes back, and a later operator change still reaches the
+/// gate; 10 trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_whose_tracking_connection_fails_under_the_read_is_answered_by_the_ordinary_load() {
+    let rig = Rig::start(Options {
+        gates: 1,
+        cutter: true,
+        ..Options::cached("mode = \"default\"")
+    })
+    .await;
+    let cutter = rig.cutter.as_ref().unwrap();
+    let a = rig.a();
+    let mut redis = rig.redis.connection();
+    let cookie = a.create(&json!({"k": 0})).await;
+    for trial in 1..=10 {
+        until_cached_everywhere(&rig, &cookie, &has("k", json!(trial - 1))).await;
+        let scripts_before = rig.redis.command_stats().get("evalsha").copied();
+        cutter.arm();
+        // The operator's change drops the copy: the next read after its
+        // invalidation is a miss, and its script is cut.
+        let _: i64 = redis::cmd("HSET")
+            .arg(key(&cookie))
+            .arg("k")
+            .arg(trial)
+            .query(&mut redis)
+            .unwrap();
+        let since = Instant::now();
+        loop {
+            // A failed read would be a 503 (`get` asserts 200).
+            let reply = a.get(&cookie, &[]).await;
+            if has("k", json!(trial))(&reply) {
+                break;
+            }
+            assert!(
+                since.elapsed() < CONVERGE,
+                "trial {trial}: the gate still answered {} {:?} after the HSET",
+                shown(&reply),
+                since.elapsed()
+            );
+        }
+        assert_eq!(
+            cutter.cuts(),
+            trial,
+            "trial {trial}: the read that saw the change was not the cut one"
+        );
+        let scripts_after = rig.redis.command_stats().get("evalsha").copied();
+        assert!(
+            scripts_after > scripts_before,
+            "trial {trial}: no script reached Redis, so the ordinary load did not run"
+        );
+    }
+}
+
 /// Stores `{"w": n}` through gate A, answered 200, and checks that Redis
 /// holds it.
 async fn store_w_through_a(rig: &Rig, cookie: &str, n: u32) {
@@ -935,6 +1106,7 @@ async fn touch_rig(session: &str) -> (Rig, redis::Connection, String, String) {
         session: format!("idle_timeout = \"4s\"\n{session}"),
         gates: 1,
         admin: false,
+        cutter: false,
     })
     .await;
     let redis = rig.redis.connection();
