@@ -15,6 +15,10 @@
 #   bench/run.sh --allocs     # allocations per request under continuous load, touches
 #                             # at their steady rate (bench/allocs.py, about 10 minutes;
 #                             # results in bench/ALLOCS.md)
+#   bench/run.sh --instructions [--store memory|cache] [BINARY ...]
+#                             # user-space instructions per request under callgrind,
+#                             # against nginx: repeatable on a busy machine, for A/B
+#                             # of the hot path (bench/instructions.py, about 1 minute)
 #
 # Allocations per request need perf with uprobes (as root); without them that
 # column stays empty. nginx + Lua needs Debian's libnginx-mod-http-lua.
@@ -50,5 +54,10 @@ fi
 if [ "${1:-}" = --allocs ]; then
   shift
   exec python3 bench/allocs.py "$@"
+fi
+if [ "${1:-}" = --instructions ]; then
+  shift
+  command -v valgrind >/dev/null 2>&1 || { echo "bench/run.sh --instructions needs valgrind (Debian: valgrind)" >&2; exit 1; }
+  exec python3 bench/instructions.py "$@"
 fi
 exec python3 bench/run.py "$@"
