@@ -1,5 +1,6 @@
 //! Balancing (SPEC §7): round-robin and weights; a connection that fails
-//! before anything was sent is retried on the next server; a backend killed
+//! before anything was sent is retried on the next server, and a GET that
+//! got no answer is sent again there, every header with it; a backend killed
 //! while traffic flows, active health checks taking a server out and
 //! bringing it back, passive ejection, a backend closing idle pooled
 //! connections; and 502 when no server answers.
@@ -52,6 +53,60 @@ async fn a_failed_connection_is_retried_on_the_next_server() {
         let reply = browser.send("POST", "/upload", &[], body).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.echo()["body_bytes"], 100_000);
+    }
+}
+
+/// A server that reads each request head and closes without answering;
+/// how many heads it read.
+fn closes_without_answering(listener: TcpListener) -> Arc<AtomicUsize> {
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counted = heads.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buffer = [0; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    heads
+}
+
+#[tokio::test]
+async fn a_get_sent_to_a_server_that_closed_unanswered_is_replayed_with_every_header() {
+    // The request reached the first server, which gave no response head: an
+    // idempotent request without a body goes on to the next server, from
+    // the copy kept of its headers (RFC 9110 §9.2.2), every value in order.
+    let closer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closer_url = format!("http://{}", closer.local_addr().unwrap());
+    let heads = closes_without_answering(closer);
+    let alive = Backend::start("alive").await;
+    let proxy = Proxy::start(&config(&[closer_url, alive.url()])).await;
+    let browser = Browser::new(proxy.addr);
+    let sent = [("x-multi", "first"), ("x-multi", "second"), ("x-one", "1")];
+    for _ in 0..4 {
+        let reply = browser.get_with("/", &sent).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.backend(), "alive");
+    }
+    assert!(
+        heads.load(Ordering::SeqCst) >= 1,
+        "no request reached the server that closes unanswered"
+    );
+    let seen = alive.seen();
+    assert_eq!(seen.len(), 4, "each request answered once");
+    for request in &seen {
+        let multi: Vec<_> = request.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["first", "second"]);
+        assert_eq!(request.headers["x-one"], "1");
+        assert_eq!(request.headers.get_all("host").iter().count(), 1);
+        assert!(request.headers.contains_key("x-session"));
     }
 }
 
