@@ -333,7 +333,7 @@ impl Gateway {
             path: context.path.clone(),
             headers: parts.headers,
             body: RequestBody::new(body, self.body_idle),
-            replay: replay.as_ref().map(ReplayCopy::headers),
+            replay: replay.as_ref(),
         };
         let (mut response, served_by) = pool.forward(outbound).await?;
         context.upstream = Some(served_by);
