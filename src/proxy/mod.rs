@@ -231,133 +231,144 @@ impl Gateway {
 
     /// Proxies one request; every failure becomes a short error response.
     /// Counted in the metrics once its response head is ready; logged once
-    /// its body has been sent.
-    pub async fn handle(
-        &self,
+    /// its body has been sent. (Not an `async fn`: that would keep the
+    /// request twice, as passed and as used, in a future that hyper moves
+    /// whole; so is [`Gateway::proxy`].)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn handle<'a>(
+        &'a self,
         request: Request<Incoming>,
-        client: &Arc<Client>,
-    ) -> Response<LoggedBody> {
-        // The clock is read only for what needs it: metrics, the access log.
-        let timed = self.metrics.enabled() || self.access_log.is_some();
-        let started = timed.then(Instant::now);
-        let entry = self.access_log.as_ref().map(|_| Entry {
-            ts: SystemTime::now(),
-            client: client.addr.ip(),
-            method: request.method().clone(),
-            host: None,
-            path: request.uri().path_and_query().cloned(),
-            proto: request.version(),
-            status: 0,
-            bytes: 0,
-            duration: Duration::ZERO,
-            pool: self.pools[0].name().clone(),
-            upstream: None,
-            session: "none",
-            sid_hash: None,
-            user: None,
-            ua: request.headers().get(USER_AGENT).cloned(),
-        });
-        let mut context = None;
-        let mut failed_server = None;
-        let mut store_failed = false;
-        let response = match self.proxy(request, client, &mut context).await {
-            Ok(response) => response,
-            Err(error) => {
-                warn!(origin = %error.origin(), client = %client.addr, %error, "request failed");
-                failed_server = error.server().map(str::to_string);
-                store_failed = error.origin() == Origin::Store;
-                error.to_response(&self.retry_after)
-            }
-        };
-        let pool = context.as_ref().map_or(0, |c| c.route.pool);
-        if let (true, Some(started)) = (self.metrics.enabled(), started) {
-            self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
-        }
-        let (Some(log), Some(mut entry), Some(started)) = (&self.access_log, entry, started) else {
-            return response.map(Logged::plain);
-        };
-        entry.status = response.status().as_u16();
-        entry.upstream = failed_server;
-        if store_failed {
-            entry.session = "unavailable";
-        }
-        if let Some(context) = context {
-            entry.pool = context.route.pool_name.clone();
-            entry.host = context.host;
-            if let Some(served_by) = context.upstream {
-                entry.upstream = Some(served_by.to_string());
-            }
-            if let Some(session) = &context.session {
-                entry.session = match session.status {
-                    Status::New => "new",
-                    Status::Active => "active",
-                    Status::Unavailable => "unavailable",
-                };
-                if session.status != Status::New {
-                    entry.sid_hash = Some(sid_hash(session.sid.as_str()));
+        client: &'a Arc<Client>,
+    ) -> impl Future<Output = Response<LoggedBody>> + Send + 'a {
+        async move {
+            // The clock is read only for what needs it: metrics, the access log.
+            let timed = self.metrics.enabled() || self.access_log.is_some();
+            let started = timed.then(Instant::now);
+            let entry = self.access_log.as_ref().map(|_| Entry {
+                ts: SystemTime::now(),
+                client: client.addr.ip(),
+                method: request.method().clone(),
+                host: None,
+                path: request.uri().path_and_query().cloned(),
+                proto: request.version(),
+                status: 0,
+                bytes: 0,
+                duration: Duration::ZERO,
+                pool: self.pools[0].name().clone(),
+                upstream: None,
+                session: "none",
+                sid_hash: None,
+                user: None,
+                ua: request.headers().get(USER_AGENT).cloned(),
+            });
+            let mut context = None;
+            let mut failed_server = None;
+            let mut store_failed = false;
+            let response = match self.proxy(request, client, &mut context).await {
+                Ok(response) => response,
+                Err(error) => {
+                    warn!(origin = %error.origin(), client = %client.addr, %error, "request failed");
+                    failed_server = error.server().map(str::to_string);
+                    store_failed = error.origin() == Origin::Store;
+                    error.to_response(&self.retry_after)
                 }
-                entry.user.clone_from(&session.user);
+            };
+            let pool = context.as_ref().map_or(0, |c| c.route.pool);
+            if let (true, Some(started)) = (self.metrics.enabled(), started) {
+                self.pool_metrics[pool].request(response.status().as_u16(), started.elapsed());
             }
+            let (Some(log), Some(mut entry), Some(started)) = (&self.access_log, entry, started)
+            else {
+                return response.map(Logged::plain);
+            };
+            entry.status = response.status().as_u16();
+            entry.upstream = failed_server;
+            if store_failed {
+                entry.session = "unavailable";
+            }
+            if let Some(context) = context {
+                entry.pool = context.route.pool_name.clone();
+                entry.host = context.host;
+                if let Some(served_by) = context.upstream {
+                    entry.upstream = Some(served_by.to_string());
+                }
+                if let Some(session) = &context.session {
+                    entry.session = match session.status {
+                        Status::New => "new",
+                        Status::Active => "active",
+                        Status::Unavailable => "unavailable",
+                    };
+                    if session.status != Status::New {
+                        entry.sid_hash = Some(sid_hash(session.sid.as_str()));
+                    }
+                    entry.user.clone_from(&session.user);
+                }
+            }
+            response.map(|body| Logged::new(body, log.clone(), entry, started))
         }
-        response.map(|body| Logged::new(body, log.clone(), entry, started))
     }
 
-    async fn proxy(
-        &self,
+    fn proxy<'a>(
+        &'a self,
         request: Request<Incoming>,
-        client: &Arc<Client>,
-        slot: &mut Option<RequestContext>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+        client: &'a Arc<Client>,
+        slot: &'a mut Option<RequestContext>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a {
         let (mut parts, body) = request.into_parts();
-        let context = slot.insert(RequestContext::admit(&parts, client.clone(), &self.routes)?);
-        // What hyper::upgrade::on takes from a request, taken from its parts.
-        let client_upgrade = match context.upgrade {
-            true => parts.extensions.remove::<OnUpgrade>(),
-            false => None,
-        };
-        self.request_filter(&mut parts.headers, context);
-        if context.route.sessions {
-            context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+        async move {
+            let context = slot.insert(RequestContext::admit(&parts, client.clone(), &self.routes)?);
+            // What hyper::upgrade::on takes from a request, taken from its parts.
+            let client_upgrade = match context.upgrade {
+                true => parts.extensions.remove::<OnUpgrade>(),
+                false => None,
+            };
+            self.request_filter(&mut parts.headers, context);
+            if context.route.sessions {
+                context.session = Some(self.sessions.resolve(context.presented.take()).await?);
+            }
+            self.upstream_request(&mut parts.headers, context);
+            // Only an idempotent request without a body may be sent a second
+            // time after a failure, and only to another server; only then is a
+            // copy of its headers kept.
+            let pool = &self.pools[context.route.pool];
+            let replay = (pool.can_retry()
+                && parts.method.is_idempotent()
+                && http_body::Body::is_end_stream(&body))
+            .then(|| ReplayCopy::of(&parts.headers));
+            let outbound = Outbound {
+                method: parts.method,
+                path: context.path.clone(),
+                headers: parts.headers,
+                body: RequestBody::new(body, self.body_idle),
+                replay: replay.as_ref(),
+            };
+            let (mut response, served_by) = pool.forward(outbound).await?;
+            context.upstream = Some(served_by);
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let tunnel = match (switching, client_upgrade) {
+                (false, _) => None,
+                (true, Some(client_side)) => Some((client_side, hyper::upgrade::on(&mut response))),
+                (true, None) => return Err(ProxyError::new(Kind::UnexpectedUpgrade)),
+            };
+            let (mut parts, body) = response.into_parts();
+            let instructions = self.response_filter(&mut parts.headers, switching);
+            if let Some(session) = &context.session {
+                let cookie = self.sessions.commit(session, instructions).await?;
+                self.finish(&mut parts.headers, cookie);
+            }
+            if let Some((client_side, upstream_side)) = tunnel {
+                let counted = self.metrics.open(Protocol::Tunnel);
+                self.tunnels.open(client_side, upstream_side, counted);
+            }
+            debug!(status = %parts.status, session = ?context.session.as_ref().map(|s| s.status), pool = context.pool_name(), "proxied");
+            Ok(Response::from_parts(
+                parts,
+                Either::Left(IdleBody::new(body, self.body_idle)),
+            ))
         }
-        self.upstream_request(&mut parts.headers, context);
-        // Only an idempotent request without a body may be sent a second
-        // time after a failure, and only to another server; only then is a
-        // copy of its headers kept.
-        let pool = &self.pools[context.route.pool];
-        let replay = (pool.can_retry()
-            && parts.method.is_idempotent()
-            && http_body::Body::is_end_stream(&body))
-        .then(|| ReplayCopy::of(&parts.headers));
-        let outbound = Outbound {
-            method: parts.method,
-            path: context.path.clone(),
-            headers: parts.headers,
-            body: RequestBody::new(body, self.body_idle),
-            replay: replay.as_ref(),
-        };
-        let (mut response, served_by) = pool.forward(outbound).await?;
-        context.upstream = Some(served_by);
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let tunnel = match (switching, client_upgrade) {
-            (false, _) => None,
-            (true, Some(client_side)) => Some((client_side, hyper::upgrade::on(&mut response))),
-            (true, None) => return Err(ProxyError::new(Kind::UnexpectedUpgrade)),
-        };
-        let (mut parts, body) = response.into_parts();
-        let instructions = self.response_filter(&mut parts.headers, switching);
-        if let Some(session) = &context.session {
-            let cookie = self.sessions.commit(session, instructions).await?;
-            self.finish(&mut parts.headers, cookie);
-        }
-        if let Some((client_side, upstream_side)) = tunnel {
-            let counted = self.metrics.open(Protocol::Tunnel);
-            self.tunnels.open(client_side, upstream_side, counted);
-        }
-        debug!(status = %parts.status, session = ?context.session.as_ref().map(|s| s.status), pool = context.pool_name(), "proxied");
-        Ok(Response::from_parts(
-            parts,
-            Either::Left(IdleBody::new(body, self.body_idle)),
-        ))
     }
 
     /// Phase 2: no client header with the session prefix survives, and the

@@ -29,6 +29,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
@@ -77,25 +78,6 @@ impl Sender {
 
     fn is_closed(&self) -> bool {
         self.driver.is_none() || self.send.is_closed()
-    }
-
-    /// Sends a request and drives the connection until its response head.
-    async fn send_request(
-        &mut self,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        let mut response = std::pin::pin!(self.send.try_send_request(request));
-        std::future::poll_fn(|cx| {
-            let open = self.driver.is_some();
-            self.drive(cx);
-            match response.as_mut().poll(cx) {
-                // The connection ended just now and was dropped, which
-                // answers the request: poll once more to get that answer.
-                Poll::Pending if open && self.driver.is_none() => response.as_mut().poll(cx),
-                polled => polled,
-            }
-        })
-        .await
     }
 
     /// A protocol switch: the connection's future hands the socket to the
@@ -216,44 +198,51 @@ impl Pool {
     /// `response_timeout` for the response head, counted from when the
     /// request body has been sent whole (a slow upload is the body idle
     /// deadline's business); the response body brings the connection back
-    /// to the pool once read to the end.
-    pub async fn send(
+    /// to the pool once read to the end. (Not an `async fn`, so that its
+    /// future keeps one copy of the request, not two.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn send(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
         response_timeout: Duration,
-    ) -> Sent {
-        loop {
-            let mut connection = match self.checkout().await {
-                Ok(connection) => connection,
-                Err(error) => return Sent::Unsent(request, error.into()),
-            };
-            let reused = connection.reused;
-            let mut alarm = std::mem::take(&mut connection.alarm);
-            let body_sent = request.body().sent();
-            let deadline = async {
-                body_sent.await;
-                let at = Instant::now() + response_timeout;
-                std::future::poll_fn(|cx| alarm.poll_not_before(at, cx)).await;
-            };
-            let sent = tokio::select! {
-                biased;
-                sent = connection.send(request) => sent,
-                () = deadline => Sent::TimedOut(Elapsed {
-                    what: "the upstream response head",
-                    limit: response_timeout,
-                }),
-            };
-            match sent {
-                // A pooled connection the server closed meanwhile: a fresh one.
-                Sent::Unsent(unsent, _) if reused => request = unsent,
-                Sent::Response(mut response) => {
-                    // The timer goes back to the pool with the connection.
-                    if let Some(back) = &mut response.body_mut().give_back {
-                        back.alarm = alarm;
+    ) -> impl Future<Output = Sent> + '_ {
+        async move {
+            loop {
+                let mut connection = match self.checkout().await {
+                    Ok(connection) => connection,
+                    Err(error) => return Sent::Unsent(request, error.into()),
+                };
+                let reused = connection.reused;
+                let mut alarm = std::mem::take(&mut connection.alarm);
+                let body_sent = request.body().sent();
+                let deadline = async {
+                    body_sent.await;
+                    let at = Instant::now() + response_timeout;
+                    std::future::poll_fn(|cx| alarm.poll_not_before(at, cx)).await;
+                };
+                let sent = tokio::select! {
+                    biased;
+                    sent = connection.send(request) => sent,
+                    () = deadline => Sent::TimedOut(Elapsed {
+                        what: "the upstream response head",
+                        limit: response_timeout,
+                    }),
+                };
+                match sent {
+                    // A pooled connection the server closed meanwhile: a fresh one.
+                    Sent::Unsent(unsent, _) if reused => request = unsent,
+                    Sent::Response(mut response) => {
+                        // The timer goes back to the pool with the connection.
+                        if let Some(back) = &mut response.body_mut().give_back {
+                            back.alarm = alarm;
+                        }
+                        return Sent::Response(response);
                     }
-                    return Sent::Response(response);
+                    sent => return sent,
                 }
-                sent => return sent,
             }
         }
     }
@@ -277,7 +266,9 @@ impl Pool {
         };
         let (sender, alarm, reused) = match reusable {
             Some((sender, alarm)) => (sender, alarm, true),
-            None => (self.connect().await?, Alarm::default(), false),
+            // Boxed: connecting (and a TLS handshake) takes kilobytes of
+            // state that a request on a pooled connection would carry too.
+            None => (Box::pin(self.connect()).await?, Alarm::default(), false),
         };
         Ok(Connection {
             sender,
@@ -350,8 +341,19 @@ impl Pool {
 }
 
 impl Connection {
-    async fn send(mut self, request: Request<RequestBody>) -> Sent {
-        match self.sender.send_request(request).await {
+    /// Sends a request on this connection: it goes to hyper at once, and
+    /// the [`Exchange`] drives the connection until the response head.
+    fn send(mut self, request: Request<RequestBody>) -> Exchange<impl Future<Output = Answer>> {
+        let response = self.sender.send.try_send_request(request);
+        Exchange {
+            connection: Some(self),
+            response,
+        }
+    }
+
+    /// What hyper's answer makes of the request.
+    fn answered(self, answer: Answer) -> Sent {
+        match answer {
             Ok(response) => {
                 // A protocol switch takes the connection: it never comes back.
                 let keep = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -377,6 +379,49 @@ impl Connection {
                 None => Sent::Failed(error.into_error().into()),
             },
         }
+    }
+}
+
+/// hyper's answer to a request: the response head, or the error, with the
+/// request when none of it was written.
+type Answer = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+
+pin_project! {
+    /// A request handed to a connection, until the response head. A future
+    /// of its own rather than an `async` block: that would keep hyper's
+    /// response future twice, as it was handed over and as it is pinned,
+    /// and every future that awaits a request carries this one whole.
+    struct Exchange<R> {
+        // Taken when the answer comes.
+        connection: Option<Connection>,
+        #[pin]
+        response: R,
+    }
+}
+
+impl<R: Future<Output = Answer>> Future for Exchange<R> {
+    type Output = Sent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        let mut this = self.project();
+        let sender = &mut this
+            .connection
+            .as_mut()
+            .expect("polled after its answer")
+            .sender;
+        let open = sender.driver.is_some();
+        sender.drive(cx);
+        let answer = match this.response.as_mut().poll(cx) {
+            // The connection ended just now and was dropped, which answers
+            // the request: poll once more to get that answer.
+            Poll::Pending if open && sender.driver.is_none() => this.response.poll(cx),
+            polled => polled,
+        };
+        let Poll::Ready(answer) = answer else {
+            return Poll::Pending;
+        };
+        let connection = this.connection.take().expect("polled after its answer");
+        Poll::Ready(connection.answered(answer))
     }
 }
 

@@ -340,11 +340,13 @@ impl Upstreams {
     /// without a body, RFC 9110 §9.2.2). A failure that is not the server's
     /// own (the client's body broke) ends the request at once. Says which
     /// server answered (beside the response, not in its extensions: their
-    /// type map would cost three allocations per request).
-    pub async fn forward(
-        &self,
-        outbound: Outbound<'_>,
-    ) -> Result<(Response<PooledBody>, UpstreamUrl), ProxyError> {
+    /// type map would cost three allocations per request). (Not an `async
+    /// fn`, which would keep the outbound request twice: as it was passed
+    /// and as it is taken apart.)
+    pub fn forward<'a>(
+        &'a self,
+        outbound: Outbound<'a>,
+    ) -> impl Future<Output = Result<(Response<PooledBody>, UpstreamUrl), ProxyError>> + 'a {
         let Outbound {
             method,
             path,
@@ -352,51 +354,61 @@ impl Upstreams {
             mut body,
             replay,
         } = outbound;
-        let named_host = headers.contains_key(HOST);
-        let mut index = self.pick().ok_or(ProxyError::new(Kind::NoUpstream))?;
-        let mut headers = Some(headers);
-        let mut tried = vec![];
-        loop {
-            let server = &self.servers[index];
-            let mut request_headers = match (headers.take(), replay) {
-                (Some(headers), _) => headers,
-                (None, Some(replay)) => replay.headers(),
-                (None, None) => unreachable!("headers are spent only when a replay exists"),
-            };
-            if !named_host {
-                // Each attempt names its own server (RFC 9112 §3.2).
-                request_headers.insert(HOST, server.host.clone());
-            }
-            let request = build_request(&method, &path, request_headers, body);
-            body = RequestBody::empty();
-            let failure = match server.pool.send(request, self.response_timeout).await {
-                Sent::Response(response) => {
-                    self.succeeded(index);
-                    self.metrics.attempt(index, UpstreamOutcome::Ok);
-                    return Ok((response, server.url.clone()));
+        async move {
+            let named_host = headers.contains_key(HOST);
+            let mut index = self.pick().ok_or(ProxyError::new(Kind::NoUpstream))?;
+            let mut headers = Some(headers);
+            let mut tried = vec![];
+            loop {
+                let server = &self.servers[index];
+                // In a block of its own, so that the future keeps no room
+                // for the spent headers while the request is out.
+                let request = {
+                    let mut request_headers = match (headers.take(), replay) {
+                        (Some(headers), _) => headers,
+                        (None, Some(replay)) => replay.headers(),
+                        (None, None) => unreachable!("headers are spent only when a replay exists"),
+                    };
+                    if !named_host {
+                        // Each attempt names its own server (RFC 9112 §3.2).
+                        request_headers.insert(HOST, server.host.clone());
+                    }
+                    build_request(
+                        &method,
+                        &path,
+                        request_headers,
+                        std::mem::replace(&mut body, RequestBody::empty()),
+                    )
+                };
+                let failure = match server.pool.send(request, self.response_timeout).await {
+                    Sent::Response(response) => {
+                        self.succeeded(index);
+                        self.metrics.attempt(index, UpstreamOutcome::Ok);
+                        return Ok((response, server.url.clone()));
+                    }
+                    Sent::Unsent(request, error) => {
+                        let (parts, unsent_body) = request.into_parts();
+                        (headers, body) = (Some(parts.headers), unsent_body);
+                        ProxyError::exchange(&server.url, error)
+                    }
+                    Sent::Failed(error) => ProxyError::exchange(&server.url, error),
+                    Sent::TimedOut(elapsed) => ProxyError::upstream_timeout(&server.url, elapsed),
+                };
+                if let Some(outcome) = UpstreamOutcome::of_failure(&failure, headers.is_some()) {
+                    self.metrics.attempt(index, outcome);
                 }
-                Sent::Unsent(request, error) => {
-                    let (parts, unsent_body) = request.into_parts();
-                    (headers, body) = (Some(parts.headers), unsent_body);
-                    ProxyError::exchange(&server.url, error)
+                if !failure.counts_against_upstream() {
+                    return Err(failure);
                 }
-                Sent::Failed(error) => ProxyError::exchange(&server.url, error),
-                Sent::TimedOut(elapsed) => ProxyError::upstream_timeout(&server.url, elapsed),
-            };
-            if let Some(outcome) = UpstreamOutcome::of_failure(&failure, headers.is_some()) {
-                self.metrics.attempt(index, outcome);
+                self.failed(index);
+                tried.push(index);
+                let can_resend = headers.is_some() || replay.is_some();
+                let Some(next) = self.pick_after(index, &tried).filter(|_| can_resend) else {
+                    return Err(failure);
+                };
+                warn!(error = %failure, next = %self.servers[next].url, "upstream failed; trying the next server");
+                index = next;
             }
-            if !failure.counts_against_upstream() {
-                return Err(failure);
-            }
-            self.failed(index);
-            tried.push(index);
-            let can_resend = headers.is_some() || replay.is_some();
-            let Some(next) = self.pick_after(index, &tried).filter(|_| can_resend) else {
-                return Err(failure);
-            };
-            warn!(error = %failure, next = %self.servers[next].url, "upstream failed; trying the next server");
-            index = next;
         }
     }
 
