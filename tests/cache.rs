@@ -120,6 +120,12 @@ impl Rig {
     }
 }
 
+/// The scripts Redis ran, by `EVALSHA` or `EVAL` (a script's first run on
+/// a server may be a `NOSCRIPT` answer, then an `EVAL`).
+fn scripts_run(stats: &BTreeMap<String, u64>) -> u64 {
+    stats.get("evalsha").copied().unwrap_or(0) + stats.get("eval").copied().unwrap_or(0)
+}
+
 /// A request with this cookie (and these headers) through `browser`.
 async fn request(browser: &Browser, cookie: &str, headers: &[(&str, &str)]) -> Reply {
     browser.set_cookie(Some(cookie.into()));
@@ -152,22 +158,33 @@ impl Gate {
         self.browser.cookie()
     }
 
-    /// `sessiongate_cache_lookups_total`: (hits, misses).
-    async fn lookups(&self) -> (u64, u64) {
+    /// The counters named `series` (each a name and its labels, as
+    /// /metrics prints them), read together.
+    async fn counters<const N: usize>(&self, series: [&str; N]) -> [u64; N] {
         let admin = self.admin.expect("this gate has an admin listener");
         let reply = Browser::new(admin).get("/metrics").await;
         assert_eq!(reply.status, 200, "{reply:?}");
         let text = String::from_utf8_lossy(&reply.body).into_owned();
-        let count = |result: &str| -> u64 {
-            let name = format!("sessiongate_cache_lookups_total{{result=\"{result}\"}} ");
+        series.map(|series| {
+            let name = format!("{series} ");
             text.lines()
                 .find_map(|line| line.strip_prefix(name.as_str()))
                 .unwrap_or_else(|| panic!("no {name:?} in the metrics:\n{text}"))
                 .trim()
                 .parse::<f64>()
                 .unwrap() as u64
-        };
-        (count("hit"), count("miss"))
+        })
+    }
+
+    /// `sessiongate_cache_lookups_total`: (hits, misses).
+    async fn lookups(&self) -> (u64, u64) {
+        let [hits, misses] = self
+            .counters([
+                "sessiongate_cache_lookups_total{result=\"hit\"}",
+                "sessiongate_cache_lookups_total{result=\"miss\"}",
+            ])
+            .await;
+        (hits, misses)
     }
 
     /// Whether a request with this cookie is answered from this gate's cache,
@@ -762,9 +779,6 @@ async fn a_create_whose_answer_was_lost_after_redis_ran_it_counts_as_stored() {
         rig.redis
             .command_ok(&["CONFIG", "SET", "client-output-buffer-limit", limit])
     };
-    let scripts = |stats: &BTreeMap<String, u64>| {
-        stats.get("evalsha").copied().unwrap_or(0) + stats.get("eval").copied().unwrap_or(0)
-    };
     let pad = "p".repeat(40_000);
     let before = rig.redis.command_stats();
     output_limit("normal 4kb 0 0");
@@ -780,7 +794,7 @@ async fn a_create_whose_answer_was_lost_after_redis_ran_it_counts_as_stored() {
     let after = rig.redis.command_stats();
     assert_eq!(created.status, 200, "{created:?}");
     assert_eq!(
-        scripts(&after) - scripts(&before),
+        scripts_run(&after) - scripts_run(&before),
         2,
         "not one lost answer and one retry: {:?}",
         Redis::commands_between(&before, &after)
@@ -914,7 +928,7 @@ async fn a_miss_whose_tracking_connection_fails_under_the_read_is_answered_by_th
     let cookie = a.create(&json!({"k": 0})).await;
     for trial in 1..=10 {
         until_cached_everywhere(&rig, &cookie, &has("k", json!(trial - 1))).await;
-        let scripts_before = rig.redis.command_stats().get("evalsha").copied();
+        let scripts_before = scripts_run(&rig.redis.command_stats());
         cutter.arm();
         // The operator's change drops the copy: the next read after its
         // invalidation is a miss, and its script is cut.
@@ -943,7 +957,7 @@ async fn a_miss_whose_tracking_connection_fails_under_the_read_is_answered_by_th
             trial,
             "trial {trial}: the read that saw the change was not the cut one"
         );
-        let scripts_after = rig.redis.command_stats().get("evalsha").copied();
+        let scripts_after = scripts_run(&rig.redis.command_stats());
         assert!(
             scripts_after > scripts_before,
             "trial {trial}: no script reached Redis, so the ordinary load did not run"
@@ -1113,6 +1127,62 @@ async fn touch_rig(session: &str) -> (Rig, redis::Connection, String, String) {
     let cookie = rig.a().create(&json!({"user": "ada"})).await;
     let key = key(&cookie);
     (rig, redis, cookie, key)
+}
+
+/// Every batch of touches the cache sends is one store request in
+/// `sessiongate_store_requests_total{op="touch"}`: as many as the
+/// transactions (`MULTI`) its Redis ran, for only touches use them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_of_cache_touches_is_counted_as_one_touch_request() {
+    let rig = Rig::start(Options {
+        cache: Some("touch_interval = \"1s\"".into()),
+        session: "idle_timeout = \"4s\"".into(),
+        gates: 1,
+        admin: true,
+        cutter: false,
+    })
+    .await;
+    let gate = rig.a();
+    let cookies = [
+        gate.create(&json!({"n": 1})).await,
+        gate.create(&json!({"n": 2})).await,
+    ];
+    let touch = |outcome: &str| {
+        format!("sessiongate_store_requests_total{{op=\"touch\",outcome=\"{outcome}\"}}")
+    };
+    let before = rig.redis.command_stats();
+    // Both sessions fall due together each second: a batch may hold both.
+    for _ in 0..8 {
+        for cookie in &cookies {
+            gate.get(cookie, &[]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rig.redis.command_stats();
+    let ran =
+        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    let [ok, error, timeout] = gate
+        .counters([&touch("ok"), &touch("error"), &touch("timeout")].map(String::as_str))
+        .await;
+    println!(
+        "touch requests ok {ok}, error {error}, timeout {timeout}; MULTI {}, PEXPIREAT {}",
+        ran("multi"),
+        ran("pexpireat")
+    );
+    assert!(
+        ran("pexpireat") >= 4,
+        "4 s of use with touch_interval 1s pushes the expiry more than 3 times"
+    );
+    assert_eq!(
+        (ok, error, timeout),
+        (ran("multi"), 0, 0),
+        "one touch request per transaction of touches"
+    );
+    assert!(
+        ok < ran("pexpireat"),
+        "some batch held both sessions' touches"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

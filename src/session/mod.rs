@@ -230,6 +230,7 @@ impl Sessions {
 
     /// Counts store calls and session events in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Sessions {
+        self.store.count_in(&metrics);
         self.metrics = metrics;
         self
     }

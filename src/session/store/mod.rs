@@ -26,6 +26,7 @@ mod tracking;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
@@ -37,6 +38,7 @@ pub use self::redis::users::{BoundSession, USER_FIELD, valid_user};
 use super::codec::Changes;
 use super::cookie::Sid;
 use crate::config::{StoreConfig, StoreKind};
+use crate::metrics::Metrics;
 
 /// How long sessions live and how large they may grow.
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +257,14 @@ impl Store {
     /// Whether `[store.cache]` is on (lookups are counted).
     pub fn caches(&self) -> bool {
         matches!(&self.backend, Backend::Redis(r) if r.caches())
+    }
+
+    /// Counts what the store sends of itself, the cache's touches, in
+    /// `metrics`.
+    pub fn count_in(&self, metrics: &Arc<Metrics>) {
+        if let Backend::Redis(r) = &self.backend {
+            r.count_in(metrics);
+        }
     }
 
     /// Checks that the store answers (used at start, to warn early).

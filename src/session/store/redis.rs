@@ -36,6 +36,7 @@ use super::{
     epoch_ms,
 };
 use crate::config::{CacheConfig, StoreConfig};
+use crate::metrics::Metrics;
 use crate::session::codec::{Changes, META_PREFIX, encode_session};
 use crate::session::cookie::Sid;
 
@@ -66,6 +67,9 @@ struct Cached {
     config: CacheConfig,
     deadline: Duration,
     tracker: OnceLock<Tracker>,
+    /// Where the tracker counts its touches (set by [`RedisStore::count_in`]
+    /// before the tracker starts; uncounted otherwise).
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 /// `WAIT <replicas> <timeout_ms>`.
@@ -197,6 +201,7 @@ impl RedisStore {
                 config: cache.clone(),
                 deadline,
                 tracker: OnceLock::new(),
+                metrics: OnceLock::new(),
             }),
         })
     }
@@ -204,6 +209,14 @@ impl RedisStore {
     /// Whether `[store.cache]` is on.
     pub fn caches(&self) -> bool {
         self.cache.is_some()
+    }
+
+    /// Counts the cache's touches in `metrics` (the process's; the other
+    /// store calls are counted where they are made, in [`crate::session`]).
+    pub fn count_in(&self, metrics: &Arc<Metrics>) {
+        if let Some(cached) = &self.cache {
+            let _ = cached.metrics.set(metrics.clone());
+        }
     }
 
     /// The tracker of `cached`, started on first use: the start-up PING,
@@ -216,6 +229,11 @@ impl RedisStore {
                 cached.config.mode,
                 self.key_prefix.clone(),
                 cached.deadline,
+                cached
+                    .metrics
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Metrics::new(false))),
             )
         })
     }

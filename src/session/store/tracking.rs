@@ -27,12 +27,15 @@ use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, Value,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::cache::{Entry, SessionCache};
 use super::link::Link;
 use super::sentinel::AbortOnDrop;
 use crate::config::TrackingMode;
+use crate::metrics::{Metrics, StoreOp};
+use crate::session::store::StoreError;
 
 /// How often the tracking connection is checked with a PING.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -93,6 +96,9 @@ struct Shared {
     deadline: Duration,
     /// The connection while tracking is on.
     connection: Mutex<Option<MultiplexedConnection>>,
+    /// Where touches are counted: `op="touch"`, one per batch sent (one
+    /// round trip; on a Cluster, one per touch).
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -117,6 +123,7 @@ impl Tracker {
         mode: TrackingMode,
         key_prefix: String,
         deadline: Duration,
+        metrics: Arc<Metrics>,
     ) -> Tracker {
         let shared = Arc::new(Shared {
             cache,
@@ -125,6 +132,7 @@ impl Tracker {
             key_prefix,
             deadline,
             connection: Mutex::new(None),
+            metrics,
         });
         let (touches, waiting) = mpsc::unbounded_channel();
         Tracker {
@@ -322,7 +330,7 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
             }
             let sent_ms = super::epoch_ms();
             let sent = transaction.query_async::<Vec<Value>>(&mut connection);
-            match within(shared.deadline, sent).await {
+            match touch_request(&shared, sent).await {
                 Ok(replies) => {
                     for (touch, replies) in batch.iter().zip(replies.chunks(2)) {
                         touch.answered(sent_ms, replies);
@@ -336,6 +344,25 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
     }
 }
 
+/// One request of touches under the store deadline, counted in
+/// `sessiongate_store_requests_total{op="touch"}` with its outcome.
+async fn touch_request<T>(
+    shared: &Shared,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, StoreError> {
+    let started = shared.metrics.enabled().then(Instant::now);
+    let result = match crate::timeouts::within("the cache's touches", shared.deadline, call).await {
+        Ok(answer) => answer.map_err(StoreError::from),
+        Err(elapsed) => Err(StoreError::from(elapsed)),
+    };
+    if let Some(started) = started {
+        shared
+            .metrics
+            .store_call(StoreOp::Touch, started.elapsed(), &result);
+    }
+    result
+}
+
 /// On a Cluster, where every key may live on another master, each touch is
 /// its own `PEXPIREAT`, `PTTL` pipeline over the ordinary connection, all at
 /// once. (Its invalidation reaches this process too: `NOLOOP` covers only
@@ -345,7 +372,7 @@ async fn push_cluster_touches(shared: &Shared, batch: &[Touch]) {
         let mut pipeline = redis::pipe();
         touch.add_to(&mut pipeline);
         let sent_ms = super::epoch_ms();
-        match within(shared.deadline, shared.link.query_all(&pipeline)).await {
+        match touch_request(shared, shared.link.query_all(&pipeline)).await {
             Ok(replies) => touch.answered(sent_ms, &replies),
             Err(error) => debug!(%error, "session cache: a touch failed"),
         }
