@@ -407,10 +407,14 @@ class Monitor:
     Exact whatever the commands' names, but it slows Redis down, so it runs
     only beside the allocation count, never in a measured round."""
 
-    CLIENT_LINE = re.compile(rb"^\d+\.\d+ \[\d+ (?!lua\])")
+    CLIENT_LINE = re.compile(rb'^\d+\.\d+ \[\d+ (?!lua\])[^\]]*\] "([^"]*)"')
 
     def __init__(self, port):
         self.count = 0
+        # The cache's touches, PEXPIREAT each (then a PTTL, in batches of
+        # MULTI/EXEC): sessions first read together fall due together, one
+        # touch_interval later, so a short run may hold a wave of them.
+        self.touches = 0
         self.proc = subprocess.Popen(["redis-cli", "-p", str(port), "MONITOR"], stdout=subprocess.PIPE)
         self.proc.stdout.readline()  # OK
         self.reader = threading.Thread(target=self.read, daemon=True)
@@ -418,28 +422,33 @@ class Monitor:
 
     def read(self):
         for line in self.proc.stdout:
-            if self.CLIENT_LINE.match(line):
+            m = self.CLIENT_LINE.match(line)
+            if m:
                 self.count += 1
+                self.touches += m.group(1).upper() == b"PEXPIREAT"
 
     def stop(self):
         time.sleep(0.3)  # the last replies' commands reach the monitor
         self.proc.terminate()
         self.proc.wait()
         self.reader.join(timeout=5)
-        return self.count
+        return self.count, self.touches
 
 
 def side_pass(target, workload, seconds, allocations):
-    """Allocations and exact Redis round trips per request, from one wrk run
-    of the workload with perf's uprobes and MONITOR attached."""
+    """Allocations, exact Redis commands and the cache's touches per
+    request, from one wrk run of the workload with perf's uprobes and
+    MONITOR attached, after the same warm-up as a measured run."""
+    url = f"http://127.0.0.1:{target.port}/"
+    wrk(url, 1, script=target.scripts[workload])
     counting = allocations.start(target.pids(), seconds + 1.5)
     monitor = Monitor(target.redis[0]) if target.redis else None
     time.sleep(0.5)  # perf attaches
-    result = wrk(f"http://127.0.0.1:{target.port}/", seconds, script=target.scripts[workload])
+    result = wrk(url, seconds, script=target.scripts[workload])
     requests = max(result["requests"], 1)
-    trips = monitor.stop() / requests if monitor else None
+    trips, touches = (count / requests for count in monitor.stop()) if monitor else (None, None)
     allocs = allocations.finish(counting)
-    return (None if allocs is None else allocs / requests), trips
+    return (None if allocs is None else allocs / requests), trips, touches
 
 
 def idle_connections(port, pid, count, batch=100):
@@ -585,10 +594,11 @@ def main():
             for target in live:
                 if target.pid:
                     side[(target.name, workload)] = side_pass(target, workload, alloc_seconds, allocations)
-                    allocs, trips = side[(target.name, workload)]
+                    allocs, trips, touches = side[(target.name, workload)]
                     show = lambda value, spec: "-" if value is None else format(value, spec)
                     print(f"side pass, {workload}: {target.name}: allocations/req {show(allocs, '.1f')}, "
-                          f"redis trips/req by MONITOR {show(trips, '.3f')}", flush=True)
+                          f"redis trips/req by MONITOR {show(trips, '.3f')}, "
+                          f"of them touches {show(touches, '.3f')}", flush=True)
         print(f"allocations: {allocations.why_not or 'counted'}", flush=True)
 
         # Requests that must cost Redis nothing: no cookie, and a forged one.
@@ -652,8 +662,8 @@ KEYS = ["rps", "p50", "p99", "cpu_us", "vs_nginx", "vs_lua", "p99_vs_nginx", "rs
 def report(args, targets, rounds, side, allocs_why_not, zero, per_connection, nginx_per_connection,
            idle_count, elapsed):
     med = {key: {k: median([r[k] for r in results]) for k in KEYS} for key, results in rounds.items()}
-    for key, (allocs, trips) in side.items():
-        med[key]["allocs"], med[key]["monitor_trips"] = allocs, trips
+    for key, (allocs, trips, touches) in side.items():
+        med[key]["allocs"], med[key]["monitor_trips"], med[key]["monitor_touches"] = allocs, trips, touches
 
     def fmt(value, spec):
         return "–" if value is None else format(value, spec)
@@ -686,7 +696,7 @@ def report(args, targets, rounds, side, allocs_why_not, zero, per_connection, ng
             f"## {title[0].upper()}{title[1:]}",
             "",
             "| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx-rr | CPU vs nginx+Lua | "
-            "Redis round trips/req: rule / MONITOR (all commands) | Redis CPU µs/req | allocations/req | "
+            "Redis round trips/req: rule / MONITOR, of them touches (all commands) | Redis CPU µs/req | allocations/req | "
             "peak RSS MiB | errors |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
@@ -695,7 +705,8 @@ def report(args, targets, rounds, side, allocs_why_not, zero, per_connection, ng
                 continue
             m = med[(target.name, workload)]
             redis = ("–" if m["trips"] is None else
-                     f"{m['trips']:.3f} / {fmt(m.get('monitor_trips'), '.3f')} ({m['commands']:.2f})")
+                     f"{m['trips']:.3f} / {fmt(m.get('monitor_trips'), '.3f')}, {fmt(m.get('monitor_touches'), '.3f')} "
+                     f"({m['commands']:.2f})")
             lines.append(
                 f"| {target.name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {fmt(m['cpu_us'], '.1f')} | "
                 f"{fmt(m['vs_nginx'], '.2f')} | {fmt(m['vs_lua'], '.2f')} | {redis} | "
@@ -712,7 +723,11 @@ def report(args, targets, rounds, side, allocs_why_not, zero, per_connection, ng
         "show as `lua`) during the separate allocation run. Both can only count too many (the rule: a "
         "script's own commands whose names it does not know, such as peek.lua's PTTL; MONITOR slows "
         "Redis, so what runs by the clock, such as touches, weighs more per request), so the targets "
-        "take the lower. In brackets every command commandstats counted, scripts' included. Redis CPU "
+        "take the lower. After the MONITOR count, the cache's touches among its commands (each a "
+        "PEXPIREAT and a PTTL, batched in MULTI/EXEC): the bench reads its sessions all at once, so "
+        "they fall due for a touch together, one touch_interval later, and a run that falls on that "
+        "moment counts a wave of them that a longer run would spread. In brackets every command "
+        "commandstats counted, scripts' included. Redis CPU "
         "is that redis-server's utime + stime ÷ requests. Allocations: calls of libc's malloc, calloc, "
         "realloc and posix_memalign, counted with perf uprobes in a separate run of the same workload"
         + (f" (not counted in this run: {allocs_why_not})" if allocs_why_not else "")
