@@ -99,6 +99,9 @@ impl Sample {
                 if let Some(i) = le_index() {
                     sample.request_buckets[i] += value;
                 }
+            } else if label("op") == "touch" {
+                // The cache's batches of touches: no request waits on them,
+                // so the store's figures here leave them to /metrics.
             } else if name == format!("{STORE_DURATION}_bucket") {
                 if let Some(i) = le_index() {
                     sample.store_buckets[i] += value;
@@ -470,6 +473,20 @@ mod tests {
         assert_eq!(series[0].value, 3.0);
         assert_eq!(series[1].labels, vec![]);
         assert_eq!(series[2].label("le"), Some("+Inf"));
+    }
+
+    #[test]
+    fn the_store_figures_leave_out_the_caches_touches() {
+        let text = format!(
+            "{STORE_REQUESTS_TOTAL}{{op=\"load\",outcome=\"ok\"}} 5\n\
+             {STORE_REQUESTS_TOTAL}{{op=\"touch\",outcome=\"ok\"}} 7\n\
+             {STORE_REQUESTS_TOTAL}{{op=\"touch\",outcome=\"error\"}} 2\n\
+             {STORE_DURATION}_bucket{{op=\"load\",le=\"+Inf\"}} 5\n\
+             {STORE_DURATION}_bucket{{op=\"touch\",le=\"+Inf\"}} 9\n"
+        );
+        let sample = Sample::read(&text, Instant::now());
+        assert_eq!((sample.store_calls, sample.store_failures), (5.0, 0.0));
+        assert_eq!(sample.store_buckets[BUCKETS.len()], 5.0);
     }
 
     #[test]

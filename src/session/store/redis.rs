@@ -215,6 +215,10 @@ impl RedisStore {
     /// store calls are counted where they are made, in [`crate::session`]).
     pub fn count_in(&self, metrics: &Arc<Metrics>) {
         if let Some(cached) = &self.cache {
+            debug_assert!(
+                cached.tracker.get().is_none(),
+                "counted before the tracker starts"
+            );
             let _ = cached.metrics.set(metrics.clone());
         }
     }
