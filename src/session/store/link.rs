@@ -254,7 +254,9 @@ impl Cluster {
         if let Some(connection) = self.made() {
             return Ok(connection);
         }
-        let connection = self.client.get_async_connection().await?;
+        // Boxed, as it is rare: connecting to the Cluster would otherwise
+        // make every store call's future larger by its state.
+        let connection = Box::pin(self.client.get_async_connection()).await?;
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.clone());
         Ok(connection)
     }

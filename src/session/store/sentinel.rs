@@ -270,7 +270,9 @@ impl Shared {
         if let Some(master) = self.current() {
             return Ok(master);
         }
-        let master = self.resolve().await?;
+        // Boxed: asking the sentinels and connecting is kilobytes of state
+        // that every store call's future would carry, and it is rare.
+        let master = Box::pin(self.resolve()).await?;
         info!(master = %master.address, name = %self.name, "using the Redis master the sentinels name");
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
         Ok(master)
