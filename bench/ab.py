@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A/B of sessiongate builds on one workload (used for bench/RESULTS.md).
 
-    python3 bench/ab.py OLD_BINARY NEW_BINARY [...]
+    [STORE=redis] python3 bench/ab.py OLD_BINARY NEW_BINARY [...]
 
 Starts the bench backend (target/release/examples/bench-backend) and every
-given sessiongate binary (memory store, one worker thread) on free 127.0.0.1
+given sessiongate binary (memory store, or with STORE=redis a private
+redis-server without a cache; one worker thread) on free 127.0.0.1
 ports, logs one session into each, then runs `wrk -t1 -c64 -d5s` with that
 cookie against each in turn, ROUNDS times (default 4), interleaved, and
 prints each binary's CPU time per request (utime + stime from /proc) and the
@@ -25,8 +26,10 @@ from common import (  # noqa: E402  (the helpers every bench/ script shares)
     cpu_seconds,
     free_port,
     login_cookie,
+    redis_store,
     sessiongate_config,
     start_backends,
+    start_redis,
     wait_port,
 )
 
@@ -39,10 +42,13 @@ def main():
     procs = Processes(work)
     try:
         backends = start_backends(procs, "A")
+        store = 'kind = "memory"'
+        if os.environ.get("STORE") == "redis":
+            store = redis_store(start_redis(procs, work)[0])
         gates = []
         for i, binary in enumerate(binaries):
             port = free_port()
-            config = sessiongate_config(work, f"ab-{i}", port, backends, 'kind = "memory"', TIMEOUTS)
+            config = sessiongate_config(work, f"ab-{i}", port, backends, store, TIMEOUTS)
             proc = procs.start(f"ab-{i}", [binary, "run", "--config", config])
             wait_port(port, proc)
             gates.append((binary, proc.pid, port, login_cookie(port)))

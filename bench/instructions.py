@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """User-space instructions per request, counted by valgrind's callgrind:
-sessiongate (memory store, or the cache in "default" mode over a private
-redis-server; one worker thread, one hot session) and nginx round-robin,
-over the same bench backends, one after the other.
+sessiongate (memory store; Redis without a cache; or the cache in "default"
+mode; Redis is a private redis-server; one worker thread, one hot session)
+and nginx round-robin, over the same bench backends, one after the other.
 
-    bench/run.sh --instructions [--store memory|cache] [--seconds N] [BINARY ...]
+    bench/run.sh --instructions [--store memory|redis|cache] [--seconds N] [BINARY ...]
 
 callgrind counts instructions, not seconds, so the counts repeat on a busy
 shared machine where CPU time does not: use it to A/B a change to the hot
@@ -117,7 +117,7 @@ def part_cost(costs, function):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", choices=["memory", "cache"], default="memory")
+    parser.add_argument("--store", choices=["memory", "redis", "cache"], default="memory")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("binaries", nargs="*", default=[SESSIONGATE])
@@ -127,10 +127,10 @@ def main():
     rows = []
     try:
         backends = start_backends(procs, "AB")
-        redis_port = start_redis(procs, work)[0] if args.store == "cache" else None
+        redis_port = start_redis(procs, work)[0] if args.store != "memory" else None
         for i, binary in enumerate(args.binaries):
             port = free_port()
-            store = "redis" if args.store == "cache" else "memory"
+            store = "memory" if args.store == "memory" else "redis"
             config = gate_config(port, backends, work, f"sg-{i}", store, redis_port,
                                  "default" if args.store == "cache" else None)
             requests, total, dump = count(procs, work, f"sg-{i}", [os.path.abspath(binary), "run", "--config", config],

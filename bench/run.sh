@@ -15,7 +15,7 @@
 #   bench/run.sh --allocs     # allocations per request under continuous load, touches
 #                             # at their steady rate (bench/allocs.py, about 10 minutes;
 #                             # results in bench/ALLOCS.md)
-#   bench/run.sh --instructions [--store memory|cache] [BINARY ...]
+#   bench/run.sh --instructions [--store memory|redis|cache] [BINARY ...]
 #                             # user-space instructions per request under callgrind,
 #                             # against nginx: repeatable on a busy machine, for A/B
 #                             # of the hot path (bench/instructions.py, about 1 minute)
