@@ -25,10 +25,12 @@
 //! the only free-form label is `server`, the configured upstream URL.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -325,6 +327,23 @@ impl Metrics {
     /// the default pool's are made at start).
     pub fn pool(&self, name: &str) -> PoolMetrics {
         PoolMetrics::new(self.recorder.as_ref(), self.histograms.as_ref(), name)
+    }
+
+    /// `call`, a store call, timed and counted when it ends. Not an `async
+    /// fn`, so that `call` is held once in the caller's future, not twice.
+    pub fn timed<'a, T>(
+        &'a self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>> + 'a,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'a {
+        // Without [admin] nothing is counted: no clock read either.
+        let started = self.enabled().then(std::time::Instant::now);
+        call.map(move |result| {
+            if let Some(started) = started {
+                self.store_call(op, started.elapsed(), &result);
+            }
+            result
+        })
     }
 
     /// One store call and how it ended.

@@ -1149,7 +1149,7 @@ async fn each_batch_of_cache_touches_is_counted_as_one_touch_request() {
         format!("sessiongate_store_requests_total{{op=\"touch\",outcome=\"{outcome}\"}}")
     };
     let series = [touch("ok"), touch("error"), touch("timeout")];
-    let series = [0, 1, 2].map(|i| series[i].as_str());
+    let series = series.each_ref().map(String::as_str);
     let before = rig.redis.command_stats();
     // Both sessions are used at once, so they fall due together and their
     // touches share the batch that the first one opens.

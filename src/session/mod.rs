@@ -14,11 +14,9 @@ pub mod store;
 mod users;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::HeaderValue;
 use tracing::warn;
 
@@ -235,23 +233,6 @@ impl Sessions {
         self
     }
 
-    /// One store call, timed and counted. Not an `async fn`, so that `call`
-    /// is held once in the request's future, not twice.
-    fn timed<'a, T>(
-        &'a self,
-        op: StoreOp,
-        call: impl Future<Output = Result<T, StoreError>> + 'a,
-    ) -> impl Future<Output = Result<T, StoreError>> + 'a {
-        // Without [admin] nothing is counted: no clock read either.
-        let started = self.metrics.enabled().then(std::time::Instant::now);
-        call.map(move |result| {
-            if let Some(started) = started {
-                self.metrics.store_call(op, started.elapsed(), &result);
-            }
-            result
-        })
-    }
-
     /// The store (to check it at start).
     pub fn store(&self) -> &Store {
         &self.store
@@ -285,7 +266,11 @@ impl Sessions {
         if self.store.caches() {
             self.metrics.cache_lookup(false);
         }
-        match self.timed(StoreOp::Load, self.store.load(&sid)).await {
+        match self
+            .metrics
+            .timed(StoreOp::Load, self.store.load(&sid))
+            .await
+        {
             Ok(Some(loaded)) => Ok(active(sid, loaded)),
             // Expired or unknown: a new session, never under the presented sid.
             Ok(None) => Ok(Resolved::without_session(Sid::generate(), Status::New)),
@@ -349,7 +334,8 @@ impl Sessions {
         match action {
             Some(Action::Destroy) => {
                 if active {
-                    self.timed(StoreOp::Destroy, self.store.destroy(&session.sid))
+                    self.metrics
+                        .timed(StoreOp::Destroy, self.store.destroy(&session.sid))
                         .await?;
                     self.metrics.session(SessionEvent::Destroyed);
                 }
@@ -367,7 +353,7 @@ impl Sessions {
                 }
                 let save =
                     self.save_indexed(&session.sid, SaveMode::Update, &changes, session.created_ms);
-                match self.timed(StoreOp::Save, save).await? {
+                match self.metrics.timed(StoreOp::Save, save).await? {
                     // Persistent from now on: the cookie says so at once.
                     Saved::Stored if persist_now => {
                         return Ok(CookieChange::Persist {
@@ -434,7 +420,11 @@ impl Sessions {
         changes: &Changes,
         persist: bool,
     ) -> Result<CookieChange, StoreError> {
-        let Some(taken) = self.timed(StoreOp::Rotate, self.store.take(old)).await? else {
+        let Some(taken) = self
+            .metrics
+            .timed(StoreOp::Rotate, self.store.take(old))
+            .await?
+        else {
             // The session ended meanwhile: only this response's changes remain.
             return self.create(Sid::generate(), changes, persist).await;
         };
@@ -473,7 +463,7 @@ impl Sessions {
             false => changes,
         };
         let save = self.save_indexed(&sid, SaveMode::Create { created_ms }, changes, None);
-        match self.timed(StoreOp::Save, save).await? {
+        match self.metrics.timed(StoreOp::Save, save).await? {
             Saved::Stored => {
                 self.metrics.session(match created_ms {
                     None => SessionEvent::Created,

@@ -205,6 +205,17 @@ macro_rules! dispatch {
     };
 }
 
+/// `call` under the store deadline: past it, a [`StoreError::Timeout`]
+/// naming `what`.
+fn under_deadline<T>(
+    what: &'static str,
+    deadline: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> impl Future<Output = Result<T, StoreError>> {
+    crate::timeouts::within(what, deadline, call)
+        .map(|result| result.unwrap_or_else(|elapsed| Err(elapsed.into())))
+}
+
 impl Store {
     /// Opens the store the configuration names, every Redis call bounded by
     /// `deadline`. A Redis store connects lazily: sessiongate starts, and
@@ -240,9 +251,7 @@ impl Store {
         &self,
         call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
-        crate::timeouts::within("a session store call", self.deadline, call)
-            .map(|result| result.unwrap_or_else(|elapsed| Err(elapsed.into())))
-            .boxed()
+        under_deadline("a session store call", self.deadline, call).boxed()
     }
 
     /// The session of `sid` from this process's cache (`[store.cache]`),

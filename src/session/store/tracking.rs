@@ -27,13 +27,14 @@ use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, PushInfo, PushKind, RedisError, RedisResult, Value,
 };
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::cache::{Entry, SessionCache};
 use super::link::Link;
 use super::sentinel::AbortOnDrop;
 use crate::config::TrackingMode;
+use futures_util::FutureExt;
+
 use crate::metrics::{Metrics, StoreOp};
 use crate::session::store::StoreError;
 
@@ -346,21 +347,13 @@ async fn push_touches(shared: Arc<Shared>, mut waiting: mpsc::UnboundedReceiver<
 
 /// One request of touches under the store deadline, counted in
 /// `sessiongate_store_requests_total{op="touch"}` with its outcome.
-async fn touch_request<T>(
-    shared: &Shared,
-    call: impl Future<Output = RedisResult<T>>,
-) -> Result<T, StoreError> {
-    let started = shared.metrics.enabled().then(Instant::now);
-    let result = match crate::timeouts::within("the cache's touches", shared.deadline, call).await {
-        Ok(answer) => answer.map_err(StoreError::from),
-        Err(elapsed) => Err(StoreError::from(elapsed)),
-    };
-    if let Some(started) = started {
-        shared
-            .metrics
-            .store_call(StoreOp::Touch, started.elapsed(), &result);
-    }
-    result
+fn touch_request<'a, T: 'a>(
+    shared: &'a Shared,
+    call: impl Future<Output = RedisResult<T>> + 'a,
+) -> impl Future<Output = Result<T, StoreError>> + 'a {
+    let call = call.map(|answer| answer.map_err(StoreError::from));
+    let call = super::under_deadline("the cache's touches", shared.deadline, call);
+    shared.metrics.timed(StoreOp::Touch, call)
 }
 
 /// On a Cluster, where every key may live on another master, each touch is
